@@ -1,0 +1,1 @@
+"""gan: a config-driven GAN experiment runner (PyTorch Lightning + Hydra)."""

@@ -1,0 +1,131 @@
+"""Datasets held in memory as one tensor; each training step indexes it (`data` group).
+
+torchvision parses (and, online, downloads) the files. After that no per-sample Python
+runs: a step's batch is one index tensor, moved to the training device and applied to the
+image tensor that lives there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torchvision import datasets
+
+from gan.errors import UserError
+
+SAMPLINGS = ("with_replacement", "epochs")
+
+
+class StepBatches:
+    """Index batches of shape (batches_per_step, batch_size), one per GAN iteration.
+
+    The draw for iteration `t` depends only on (seed, t), so a run resumed from a
+    checkpoint at step `t` sees exactly the batches an uninterrupted run would:
+    `with_replacement` draws each batch uniformly with replacement, as the seed's
+    `np.random.randint` does; `epochs` walks a fresh permutation per epoch.
+    `start_step` is asked at every `iter()` (every epoch), so resuming mid-epoch yields the
+    rest of that epoch only.
+    """
+
+    def __init__(self, n: int, batch_size: int, batches_per_step: int, sampling: str, seed: int, start_step=lambda: 0):
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        self.n, self.shape, self.sampling, self.seed = n, (batches_per_step, batch_size), sampling, seed
+        self.start_step = start_step
+        self.steps_per_epoch = n // (batch_size * batches_per_step)
+        if self.steps_per_epoch < 1:
+            raise UserError(f"data.batch_size={batch_size} (x{batches_per_step} batches per step) is larger than the dataset ({n} images).")
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def _rng(self, key: int) -> torch.Generator:
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + key) % 2**63)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        start = self.start_step()
+        epoch, offset = divmod(start, self.steps_per_epoch)
+        size = self.shape[0] * self.shape[1]
+        if self.sampling == "epochs":
+            order = torch.randperm(self.n, generator=self._rng(-1 - epoch))
+        for t in range(start, start - offset + self.steps_per_epoch):
+            if self.sampling == "epochs":
+                i = t % self.steps_per_epoch
+                yield order[i * size : (i + 1) * size].view(self.shape)
+            else:
+                yield torch.randint(self.n, self.shape, generator=self._rng(t))
+
+
+class TorchvisionImageDataModule(pl.LightningDataModule):
+    """One torchvision dataset class's training split, scaled to [-1, 1] as the seed does
+    (x / 127.5 - 1), in memory on the training device."""
+
+    dataset_class: type[datasets.VisionDataset]
+    folder: str  # where torchvision expects the files under `root`
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 32,
+        image_shape: Sequence[int] = (1, 28, 28),
+        sampling: str = "with_replacement",
+        batches_per_step: int = 1,
+        download: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.root = Path(root).expanduser()
+        self.batch_size, self.image_shape = batch_size, tuple(image_shape)
+        self.sampling, self.batches_per_step = sampling, batches_per_step
+        self.download, self.seed = download, seed
+        self.images: torch.Tensor | None = None
+
+    def _dataset(self, train: bool, download: bool):
+        return self.dataset_class(str(self.root), train=train, download=download)
+
+    def prepare_data(self) -> None:
+        try:
+            self._dataset(train=True, download=self.download)
+        except Exception as exc:  # torchvision raises RuntimeError or URLError, depending on what failed
+            where = (self.root / self.folder / "raw").resolve()
+            files = ", ".join(name.removesuffix(".gz") for name, _ in self.dataset_class.resources)
+            reason = " ".join(str(exc).split())
+            how = "could not be downloaded" if self.download else "is missing and data.download=false"
+            raise UserError(
+                f"{self.dataset_class.__name__} is not under {where} and {how} ({reason}). "
+                f"Go online, or put its files ({files}; .gz or uncompressed) in that folder, "
+                f"or set data.root (or the GAN_DATA_DIR environment variable) to a folder that holds {self.folder}/raw/."
+            ) from None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.images is not None:
+            return
+        data = self._dataset(train=True, download=False).data
+        images = data.unsqueeze(1).float().div_(127.5).sub_(1.0)
+        if tuple(images.shape[1:]) != self.image_shape:
+            raise UserError(f"data.image_shape={list(self.image_shape)} but {self.dataset_class.__name__} images are {list(images.shape[1:])}.")
+        self.images = images
+
+    def train_dataloader(self) -> StepBatches:
+        return StepBatches(
+            len(self.images), self.batch_size, self.batches_per_step, self.sampling, self.seed,
+            start_step=lambda: self.trainer.global_step if self.trainer is not None else 0,
+        )
+
+    def transfer_batch_to_device(self, batch: torch.Tensor, device: torch.device, dataloader_idx: int) -> torch.Tensor:
+        if self.images.device != device:
+            self.images = self.images.to(device)
+        return self.images[batch.to(device, non_blocking=True)]
+
+
+class MNISTDataModule(TorchvisionImageDataModule):
+    dataset_class = datasets.MNIST
+    folder = "MNIST"
+
+
+class FashionMNISTDataModule(TorchvisionImageDataModule):
+    dataset_class = datasets.FashionMNIST
+    folder = "FashionMNIST"

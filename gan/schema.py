@@ -1,0 +1,136 @@
+"""The schema every composed config is checked against before anything is built.
+
+Hydra already refuses unknown command-line keys and unknown group options; this catches
+values of the wrong type or range (`model.latent_dim=abc`, `data.batch_size=0`,
+`trainer.accelerator=tpu9`) and keys added with `+`, and turns them into one short message.
+Nodes that pass keyword arguments straight to a library class (optimizers, loggers, callbacks,
+the Trainer) check the keys this project relies on and let the class check the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gan.data import SAMPLINGS
+from gan.errors import UserError
+from gan.module import D_UPDATES, FAKES_MODES
+from gan.networks import INITS
+
+PosInt = Annotated[int, Field(strict=True, gt=0)]
+NonNegInt = Annotated[int, Field(strict=True, ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
+class Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Open(BaseModel):
+    """kwargs for a library class: known keys typed, the rest passed through."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    target: str = Field(alias="_target_")
+
+
+class Data(Closed):
+    target: str = Field(alias="_target_")
+    root: str
+    batch_size: PosInt
+    image_shape: tuple[PosInt, PosInt, PosInt]
+    sampling: Literal[SAMPLINGS]
+    batches_per_step: PosInt
+    download: bool
+    seed: NonNegInt
+
+
+class Network(Open):
+    hidden_dims: Annotated[list[PosInt], Field(min_length=1)] | None = None
+    latent_dim: PosInt | None = None
+    negative_slope: NonNegFloat | None = None
+    batch_norm: bool | None = None
+    bn_momentum: Annotated[float, Field(ge=0, le=1)] | None = None
+    bn_eps: PosFloat | None = None
+    init: Literal[INITS] | None = None
+
+
+class Model(Closed):
+    latent_dim: PosInt
+    negative_slope: NonNegFloat
+    init: Literal[INITS]
+    generator: Network
+    discriminator: Network
+
+
+class OptimizerArgs(Open):
+    partial: bool = Field(alias="_partial_")
+    lr: PosFloat
+    betas: tuple[Beta, Beta] | None = None
+    eps: PosFloat | None = None
+    weight_decay: NonNegFloat | None = None
+    momentum: NonNegFloat | None = None
+    alpha: NonNegFloat | None = None
+    fused: bool | None = None
+
+
+class Optimizer(Closed):
+    """The shared values each optimizer option declares at its top (conf/optimizer/)."""
+
+    lr: PosFloat
+    betas: tuple[Beta, Beta] | None = None
+    weight_decay: NonNegFloat | None = None
+    momentum: NonNegFloat | None = None
+    alpha: NonNegFloat | None = None
+    fused: bool | None = None
+    generator: OptimizerArgs
+    discriminator: OptimizerArgs
+
+
+class Trainer(Open):
+    accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"]
+    devices: Union[PosInt, Literal["auto", -1], list[NonNegInt]]
+    precision: Literal["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine"]
+    max_steps: PosInt
+    log_every_n_steps: PosInt
+
+
+class Gan(Closed):
+    n_critic: PosInt
+    d_update: Literal[D_UPDATES]
+    fakes_mode: Literal[FAKES_MODES]
+
+
+class TrainConfig(Closed):
+    seed: NonNegInt
+    ckpt_path: str | None
+    sample_every: PosInt
+    run_dir: str
+    data: Data
+    model: Model
+    gan: Gan
+    optimizer: Optimizer
+    trainer: Trainer
+    logger: dict[str, Open]
+    callbacks: dict[str, Open]
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"`{key}` is not a known key (check its spelling; conf/ lists the keys of each group)"
+    if error["type"] == "missing":
+        return f"`{key}` is missing"
+    return f"`{key}={error['input']!r}`: {error['msg'][0].lower()}{error['msg'][1:]}"
+
+
+def validate(cfg: DictConfig, schema: type[BaseModel] = TrainConfig) -> None:
+    """Raise UserError naming every bad key and what it allows."""
+    try:
+        schema.model_validate(OmegaConf.to_container(cfg, resolve=True))
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise UserError(f"Invalid config: {problems}. Fix the value on the command line or in conf/.") from None

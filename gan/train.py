@@ -1,0 +1,67 @@
+"""One training run, top to bottom: config -> datamodule, module, loggers, callbacks -> Trainer."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from gan.errors import UserError
+from gan.hparams import log_run_config
+from gan.module import GAN, LOGGED_METRICS
+from gan.schema import validate
+
+log = logging.getLogger(__name__)
+
+# Lightning notices that do not apply here: checkpoints are taken between GAN iterations by
+# design; a resumed run writes to a new folder; the batches are drawn from (seed, step), so
+# resuming mid-epoch replays exactly what an uninterrupted run would have drawn.
+for message in (
+    "Using ModelCheckpoint with manual optimization",
+    "The dirpath has changed from",
+    "You're resuming from a checkpoint that ended before the epoch ended",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+):
+    warnings.filterwarnings("ignore", message=message)
+
+
+def resolve_checkpoint(path: str | None) -> str | None:
+    """A checkpoint file, or a run folder (its checkpoints/last.ckpt)."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "checkpoints" / "last.ckpt"
+    if not p.is_file():
+        raise UserError(f"ckpt_path={path}: no checkpoint there (give a .ckpt file or a run folder holding checkpoints/last.ckpt).")
+    return str(p)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    validate(cfg)
+    ckpt_path = resolve_checkpoint(cfg.ckpt_path)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()  # a missing dataset stops the run here, before anything is built
+    module = GAN(
+        generator=instantiate(cfg.model.generator),
+        discriminator=instantiate(cfg.model.discriminator),
+        g_optimizer=instantiate(cfg.optimizer.generator),
+        d_optimizer=instantiate(cfg.optimizer.discriminator),
+        latent_dim=cfg.model.latent_dim,
+        d_update=cfg.gan.d_update,
+        fakes_mode=cfg.gan.fakes_mode,
+    )
+    loggers = [instantiate(c) for c in cfg.logger.values()]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    log_run_config(loggers, cfg, LOGGED_METRICS)
+
+    log.info("Run folder: %s", cfg.run_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return {k: v.item() for k, v in trainer.callback_metrics.items()}

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from gan.data import MNISTDataModule, StepBatches
+from gan.errors import UserError
+
+
+def take(batches: StepBatches, n: int) -> list[torch.Tensor]:
+    out = []
+    while len(out) < n:
+        out.extend(batches)  # one pass = the rest of the current epoch
+    return out[:n]
+
+
+@pytest.mark.parametrize("sampling", ["with_replacement", "epochs"])
+def test_batches_depend_only_on_seed_and_step_so_resuming_replays_them(sampling):
+    step = [0]
+    full = StepBatches(100, 8, 2, sampling, seed=3, start_step=lambda: step[0])
+    assert len(full) == 100 // 16
+    reference = []
+    for _ in range(3):  # three epochs
+        for idx in full:
+            reference.append(idx)
+            step[0] += 1
+    resumed = StepBatches(100, 8, 2, sampling, seed=3, start_step=lambda: 8)  # mid-epoch 1
+    rest_of_epoch = list(resumed)
+    assert len(rest_of_epoch) == 2 * len(full) - 8
+    assert all(torch.equal(a, b) for a, b in zip(rest_of_epoch, reference[8:]))
+    other_seed = list(StepBatches(100, 8, 2, sampling, seed=4))
+    assert not torch.equal(other_seed[0], reference[0])
+    assert reference[0].shape == (2, 8) and reference[0].dtype == torch.long
+
+
+def test_epochs_sampling_visits_each_image_once_per_epoch():
+    batches = StepBatches(64, 8, 1, "epochs", seed=0)
+    seen = torch.cat([b.flatten() for b in batches])
+    assert sorted(seen.tolist()) == list(range(64))
+
+
+def test_with_replacement_draws_repeat_indices_within_an_epoch():
+    batches = StepBatches(64, 8, 1, "with_replacement", seed=0)
+    seen = torch.cat([b.flatten() for b in batches])
+    assert len(set(seen.tolist())) < 64 and seen.min() >= 0 and seen.max() < 64
+
+
+def test_mnist_is_held_in_memory_scaled_like_the_seed(mnist_root):
+    dm = MNISTDataModule(root=mnist_root)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.images.shape == (60000, 1, 28, 28) and dm.images.dtype == torch.float32
+    assert dm.images.min() == -1 and dm.images.max() == 1
+    batch = dm.transfer_batch_to_device(next(iter(dm.train_dataloader())), torch.device("cpu"), 0)
+    assert batch.shape == (1, 32, 1, 28, 28)
+
+
+def test_missing_dataset_offline_gives_one_clear_message(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n<urlopen error [Errno -2] Name or service not known>")
+
+    monkeypatch.setattr("torchvision.datasets.MNIST.download", offline)
+    with pytest.raises(UserError) as err:
+        MNISTDataModule(root=str(tmp_path / "nowhere")).prepare_data()
+    text = str(err.value)
+    assert str((tmp_path / "nowhere" / "MNIST" / "raw").resolve()) in text
+    assert "train-images-idx3-ubyte" in text and "GAN_DATA_DIR" in text and "\n" not in text
+
+
+def test_image_shape_must_match_the_files(mnist_root):
+    dm = MNISTDataModule(root=mnist_root, image_shape=(3, 32, 32))
+    with pytest.raises(UserError, match=r"data.image_shape=\[3, 32, 32\]"):
+        dm.setup("fit")

@@ -1,0 +1,133 @@
+"""Real (short) training runs on MNIST: what a run writes, resuming, determinism, sweeps."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gan.errors import UserError
+from gan.module import LOGGED_METRICS
+from gan.train import train
+from tests.conftest import make_cfg, quick, run_cli
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def generator_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("generator.")}
+
+
+@pytest.fixture(scope="module")
+def short_run(mnist_root, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    metrics = train(make_cfg(*quick(), run_dir=run_dir))
+    return run_dir, metrics
+
+
+def test_short_run_writes_losses_samples_and_checkpoints(short_run):
+    run_dir, metrics = short_run
+    assert all(math.isfinite(metrics[tag]) for tag in LOGGED_METRICS)
+    acc = events(run_dir)
+    scalars = set(acc.Tags()["scalars"])
+    assert set(LOGGED_METRICS) | {"train/lr_g", "train/lr_d"} <= scalars
+    assert [e.step for e in acc.Scalars("train/d_loss")] == [2, 5, 8, 11]  # every 3rd iteration (0-based)
+    assert [e.step for e in acc.Images("samples")] == [5, 10, 12]
+    assert "config/text_summary" in acc.Tags()["tensors"]
+    assert sorted(p.name for p in (run_dir / "images").glob("*.png")) == ["10.png", "12.png", "5.png"]
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert ckpts == ["last.ckpt", "step_000006.ckpt", "step_000012.ckpt"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 12
+
+
+def test_hparams_table_holds_the_flat_config_and_the_metric_columns(short_run):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run_dir, _ = short_run
+    acc = events(run_dir)
+    content = acc.SummaryMetadata("_hparams_/experiment").plugin_data.content
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    names = {h.name for h in experiment.hparam_infos}
+    assert {"model.latent_dim", "optimizer.generator.lr", "data.batch_size", "trainer.max_steps", "gan.d_update"} <= names
+    assert {m.name.tag for m in experiment.metric_infos} == set(LOGGED_METRICS)
+
+
+def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(short_run, tmp_path):
+    run_dir, _ = short_run
+    resumed = tmp_path / "resumed"
+    train(make_cfg(*quick("trainer.max_steps=18", f"ckpt_path={run_dir}"), run_dir=resumed))  # a run folder works as ckpt_path
+    last = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 18
+    assert sorted(p.name for p in (resumed / "images").glob("*.png")) == ["15.png", "18.png"]
+    assert [e.step for e in events(resumed).Scalars("train/d_loss")] == [14, 17]
+
+    straight = tmp_path / "straight"
+    train(make_cfg(*quick("trainer.max_steps=18"), run_dir=straight))
+    a, b = generator_weights(resumed / "checkpoints" / "last.ckpt"), generator_weights(straight / "checkpoints" / "last.ckpt")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same batches, same noise, same optimizer state
+
+
+def test_same_seed_gives_identical_losses_and_another_seed_does_not(mnist_root, tmp_path):
+    runs = {name: train(make_cfg(*quick(f"seed={seed}", "trainer.max_steps=9"), run_dir=tmp_path / name))
+            for name, seed in (("a", 1), ("b", 1), ("c", 2))}
+    assert runs["a"] == runs["b"]
+    assert runs["a"]["train/g_loss"] != runs["c"]["train/g_loss"]
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="ckpt_path=.*no checkpoint there"):
+        train(make_cfg(*quick(f"ckpt_path={tmp_path / 'nope.ckpt'}"), run_dir=tmp_path))
+
+
+@pytest.mark.slow
+def test_cli_runs_land_in_their_own_folders_and_never_write_into_another(mnist_root, tmp_path):
+    first = run_cli("debug=fast", "trainer=cpu", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = run_cli("debug=fast", "trainer=cpu", "seed=7", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    runs = sorted(p.parent for p in (tmp_path / "outputs").glob("*/*/.hydra"))
+    assert len(runs) == 2
+    for run in runs:
+        assert {"checkpoints", "images", ".hydra", "train.log"} <= {p.name for p in run.iterdir()}
+        assert list(run.glob("events.out.tfevents.*"))
+    assert {yaml.safe_load((r / ".hydra" / "config.yaml").read_text())["seed"] for r in runs} == {42, 7}
+
+    before = {p: p.read_bytes() for p in runs[0].rglob("*") if p.is_file()}
+    again = run_cli("debug=fast", "trainer=cpu", "seed=3", "trainer.max_steps=25", f"ckpt_path={runs[0]}",
+                    f"hydra.run.dir={runs[0]}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already holds files" in again.stdout + again.stderr
+    assert {p: p.read_bytes() for p in runs[0].rglob("*") if p.is_file()} == before  # untouched
+    moved = runs[0].with_name(runs[0].name + "_1")
+    assert yaml.safe_load((moved / ".hydra" / "config.yaml").read_text())["seed"] == 3
+    assert torch.load(moved / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 25  # resumed at 20
+
+
+@pytest.mark.slow
+def test_multirun_of_two_by_two_overrides_makes_four_distinct_runs(mnist_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "debug=fast", "trainer=cpu", "model.latent_dim=8,16", "optimizer.lr=1e-4,3e-4",
+                     "trainer.max_steps=4", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    configs = [yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) for job in jobs]
+    assert {(c["model"]["latent_dim"], c["optimizer"]["lr"]) for c in configs} == {(8, 1e-4), (8, 3e-4), (16, 1e-4), (16, 3e-4)}
+    for job in jobs:
+        assert (job / "checkpoints" / "last.ckpt").exists() and list(job.glob("events.out.tfevents.*"))
+
+    before = {p: p.stat().st_mtime_ns for p in sweep.rglob("*")}
+    again = run_cli("-m", "debug=fast", "trainer=cpu", "model.latent_dim=8,16", "trainer.max_steps=4",
+                    f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in sweep.rglob("*")} == before  # the first sweep is untouched
+    assert sorted(p.name for p in (tmp_path / "sweep_1").iterdir() if p.is_dir()) == ["0", "1"]
