@@ -92,7 +92,7 @@ def runner(steps: int, accelerator: str) -> float:
     with tempfile.TemporaryDirectory() as run_dir, initialize_config_dir(config_dir=CONF, version_base="1.3"):
         train(compose("train", overrides=[
             f"run_dir={run_dir}", f"trainer.accelerator={accelerator}", f"trainer.max_steps={WARMUP + steps}",
-            "~callbacks.checkpoint", "~callbacks.on_exception", "~callbacks.samples",
+            "~callbacks.checkpoint", "~callbacks.samples",
             "callbacks.progress_bar.refresh_rate=0", "+callbacks.timer._target_=gan.bench.StepTimer", f"+callbacks.timer.skip={WARMUP}",
         ]))
     return importlib.import_module("gan.bench").StepTimer.rate  # Hydra built it from gan.bench, not __main__
