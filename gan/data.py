@@ -96,7 +96,7 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
             how = "could not be downloaded" if self.download else "is missing and data.download=false"
             raise UserError(
                 f"{self.dataset_class.__name__} is not under {where} and {how} ({reason}). "
-                f"Go online, or put its files ({files}; .gz or uncompressed) in that folder, "
+                f"Go online, or put its uncompressed files ({files}) in that folder, "
                 f"or set data.root (or the GAN_DATA_DIR environment variable) to a folder that holds {self.folder}/raw/."
             ) from None
 

@@ -118,13 +118,26 @@ class TrainConfig(Closed):
     callbacks: dict[str, Open]
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _interpolation(cfg: DictConfig, loc: tuple) -> str:
+    """' (from ${model.latent_dim})' when the bad value came through an interpolation."""
+    node = cfg
+    for part in loc:
+        if not OmegaConf.is_config(node):
+            break
+        if OmegaConf.is_interpolation(node, part):
+            return f" (from {OmegaConf.to_container(node, resolve=False)[part]})"
+        node = node[part]
+    return ""
+
+
+def _describe(error: dict[str, Any], cfg: DictConfig) -> str:
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         return f"`{key}` is not a known key (check its spelling; conf/ lists the keys of each group)"
     if error["type"] == "missing":
         return f"`{key}` is missing"
-    return f"`{key}={error['input']!r}`: {error['msg'][0].lower()}{error['msg'][1:]}"
+    source = _interpolation(cfg, error["loc"])
+    return f"`{key}={error['input']!r}`{source}: {error['msg'][0].lower()}{error['msg'][1:]}"
 
 
 def validate(cfg: DictConfig, schema: type[BaseModel] = TrainConfig) -> None:
@@ -132,5 +145,5 @@ def validate(cfg: DictConfig, schema: type[BaseModel] = TrainConfig) -> None:
     try:
         schema.model_validate(OmegaConf.to_container(cfg, resolve=True))
     except ValidationError as exc:
-        problems = "; ".join(_describe(error) for error in exc.errors())
+        problems = "; ".join(_describe(error, cfg) for error in exc.errors())
         raise UserError(f"Invalid config: {problems}. Fix the value on the command line or in conf/.") from None

@@ -80,6 +80,12 @@ def test_bad_values_name_the_key_and_what_is_allowed(override, key, hint):
     assert f"`{key}" in message and hint in message and "\n" not in message
 
 
+def test_a_bad_value_reached_through_an_interpolation_names_its_source():
+    with pytest.raises(UserError) as err:
+        validate(make_cfg("optimizer.betas=[0.5,1.5]"))
+    assert "`optimizer.generator.betas.1=1.5` (from ${optimizer.betas}): input should be less than 1" in str(err.value)
+
+
 CLI_ERRORS = [
     ("model.latent_dim=abc", "model.latent_dim"),
     ("model.latent_dim=-3", "model.latent_dim"),
