@@ -66,8 +66,10 @@ class Model(Closed):
     discriminator: Network
 
 
-class OptimizerArgs(Open):
-    partial: bool = Field(alias="_partial_")
+class OptimizerValues(BaseModel):
+    """Optimizer arguments this project sets: shared at the top of conf/optimizer/<name>.yaml
+    and per network below it."""
+
     lr: PosFloat
     betas: tuple[Beta, Beta] | None = None
     eps: PosFloat | None = None
@@ -77,15 +79,11 @@ class OptimizerArgs(Open):
     fused: bool | None = None
 
 
-class Optimizer(Closed):
-    """The shared values each optimizer option declares at its top (conf/optimizer/)."""
+class OptimizerArgs(Open, OptimizerValues):
+    partial: bool = Field(alias="_partial_")
 
-    lr: PosFloat
-    betas: tuple[Beta, Beta] | None = None
-    weight_decay: NonNegFloat | None = None
-    momentum: NonNegFloat | None = None
-    alpha: NonNegFloat | None = None
-    fused: bool | None = None
+
+class Optimizer(Closed, OptimizerValues):
     generator: OptimizerArgs
     discriminator: OptimizerArgs
 

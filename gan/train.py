@@ -20,12 +20,13 @@ log = logging.getLogger(__name__)
 # Lightning notices that do not apply here: checkpoints are taken between GAN iterations by
 # design; a resumed run writes to a new folder; the batches are drawn from (seed, step), so
 # resuming mid-epoch replays exactly what an uninterrupted run would have drawn.
-for message in (
+QUIET_NOTICES = (
     "Using ModelCheckpoint with manual optimization",
     "The dirpath has changed from",
     "You're resuming from a checkpoint that ended before the epoch ended",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-):
+)
+for message in QUIET_NOTICES:
     warnings.filterwarnings("ignore", message=message)
 
 

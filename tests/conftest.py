@@ -12,11 +12,17 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import gan.rundir  # noqa: F401  (the ${unique_dir:} resolver)
+from gan.train import QUIET_NOTICES
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # CI sets GAN_DATA_DIR (../shared/data); elsewhere MNIST is downloaded into data/ on first use.
 DATA_ROOT = os.environ.get("GAN_DATA_DIR", str(ROOT / "data"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for message in QUIET_NOTICES:  # pytest resets warning filters per test; keep train.py's
+        config.addinivalue_line("filterwarnings", f"ignore:{message}")
 
 
 def make_cfg(*overrides: str, run_dir: Path | None = None) -> DictConfig:

@@ -131,3 +131,36 @@ def test_multirun_of_two_by_two_overrides_makes_four_distinct_runs(mnist_root, t
     assert again.returncode == 0, again.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in sweep.rglob("*")} == before  # the first sweep is untouched
     assert sorted(p.name for p in (tmp_path / "sweep_1").iterdir() if p.is_dir()) == ["0", "1"]
+
+
+def write_idx(folder: Path, n: int, split: str) -> None:
+    """A tiny dataset in the original idx format, as torchvision's MNIST-style classes read it."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+    prefix = "train" if split == "train" else "t10k"
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(np.array([2051, n, 28, 28], ">i4").tobytes() + images.tobytes())
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([2049, n], ">i4").tobytes() + labels.tobytes())
+
+
+def test_fashion_mnist_trains_from_idx_files_under_its_own_folder(tmp_path):
+    for split, n in (("train", 96), ("test", 16)):
+        write_idx(tmp_path / "data" / "FashionMNIST" / "raw", n, split)
+    metrics = train(make_cfg(*quick("data=fashion_mnist", f"data.root={tmp_path / 'data'}", "data.batch_size=8",
+                                    "data.download=false"), run_dir=tmp_path / "run"))
+    assert all(math.isfinite(metrics[tag]) for tag in LOGGED_METRICS)
+    assert (tmp_path / "run" / "images" / "12.png").exists()
+
+
+@pytest.mark.parametrize("logger", ["csv", "none"])
+def test_other_loggers(logger, mnist_root, tmp_path):
+    train(make_cfg(*quick(f"logger={logger}"), run_dir=tmp_path))
+    assert not list(tmp_path.glob("events.out.tfevents.*"))
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists() and (tmp_path / "images" / "12.png").exists()
+    if logger == "csv":
+        header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+        assert set(LOGGED_METRICS) <= set(header)
+        assert "model.latent_dim" in (tmp_path / "csv" / "hparams.yaml").read_text()
