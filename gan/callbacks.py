@@ -1,4 +1,4 @@
-"""Callbacks that write what a run shows: sample grids and the run's config (`callbacks` group)."""
+"""Callbacks of this project (`callbacks` group): sample grids and the crash checkpoint."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class SampleGrid(pl.Callback):
         step = trainer.global_step
         if step == self._last_written:
             return
-        images = pl_module.sample(self.noise.to(pl_module.device))
+        images = pl_module.sample(self.noise.to(pl_module.device, pl_module.dtype))
         grid = make_grid(images.float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / f"{step}.png")
@@ -53,3 +53,15 @@ class SampleGrid(pl.Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, step)
         self._last_written = step
+
+
+class ExceptionCheckpoint(pl.Callback):
+    """Saves the state at a crash or Ctrl-C to `path` (possibly mid-iteration), beside the
+    clean `last.ckpt`. Lightning's OnExceptionCheckpoint does this too, but its presence makes
+    every `fit` without a `ckpt_path` look for a checkpoint to resume from."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        trainer.save_checkpoint(self.path)

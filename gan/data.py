@@ -37,7 +37,7 @@ class StepBatches:
         self.start_step = start_step
         self.steps_per_epoch = n // (batch_size * batches_per_step)
         if self.steps_per_epoch < 1:
-            raise UserError(f"data.batch_size={batch_size} (x{batches_per_step} batches per step) is larger than the dataset ({n} images).")
+            raise UserError(f"data.batch_size={batch_size} x gan.n_critic={batches_per_step} is more than the dataset's {n} images.")
 
     def __len__(self) -> int:
         return self.steps_per_epoch

@@ -51,6 +51,17 @@ def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
+def d_statistics(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the seed prints for D (mean of the real and fake losses, binary accuracy at 0.5),
+    plus the mean D(x) and D(G(z))."""
+    return {
+        "train/d_loss": (bce(real_logits, 1.0) + bce(fake_logits, 0.0)) / 2,
+        "train/d_real": torch.sigmoid(real_logits).mean(),
+        "train/d_fake": torch.sigmoid(fake_logits).mean(),
+        "train/d_acc": ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean()) / 2,
+    }
+
+
 class GAN(pl.LightningModule):
     def __init__(
         self,
@@ -75,7 +86,7 @@ class GAN(pl.LightningModule):
         return self.g_optimizer(self.generator.parameters()), self.d_optimizer(self.discriminator.parameters())
 
     def noise(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, device=self.device)
+        return torch.randn(n, self.latent_dim, device=self.device, dtype=self.dtype)
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, training: bool = False) -> torch.Tensor:
@@ -86,9 +97,9 @@ class GAN(pl.LightningModule):
 
     def training_step(self, reals: torch.Tensor) -> None:
         """`reals` is (n_critic, batch, C, H, W): one D step per real batch, then one G step
-        (the datamodule draws `data.batches_per_step`, which the config ties to `gan.n_critic`)."""
+        (train.py has the datamodule draw `gan.n_critic` real batches per iteration)."""
         g_opt, d_opt = self.optimizers()
-        for real in reals:
+        for real in reals.to(self.dtype):  # the images are float32; a `*-true` precision casts the nets
             real_logits, fake_logits = self.discriminator_step(real, d_opt)
         g_loss = self.generator_step(len(reals[0]), g_opt)
         if self.global_step % self.trainer.log_every_n_steps == 0:
@@ -96,17 +107,16 @@ class GAN(pl.LightningModule):
 
     def log_train_scalars(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, g_loss: torch.Tensor) -> None:
         """Called only on the steps Lightning writes (every `log_every_n_steps`): each
-        `self.log` costs about as much as a small layer's forward pass on the CPU."""
+        `self.log` costs about as much as a small layer's forward pass on the CPU. Logging
+        `step` puts the scalars at the iteration count, where the grids and checkpoints are."""
         g_opt, d_opt = self.optimizers()
-        d_loss = (bce(real_logits, 1.0) + bce(fake_logits, 0.0)) / 2  # the seed logs the mean of the two
-        d_acc = ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean()) / 2
-        self.log_dict({"train/d_loss": d_loss, "train/g_loss": g_loss}, prog_bar=True)
+        stats = d_statistics(real_logits, fake_logits)
+        self.log_dict({"train/d_loss": stats.pop("train/d_loss"), "train/g_loss": g_loss}, prog_bar=True)
         self.log_dict({
-            "train/d_real": torch.sigmoid(real_logits).mean(),
-            "train/d_fake": torch.sigmoid(fake_logits).mean(),
-            "train/d_acc": d_acc,
+            **stats,
             "train/lr_g": g_opt.param_groups[0]["lr"],
             "train/lr_d": d_opt.param_groups[0]["lr"],
+            "step": float(self.global_step),
         })
 
     def discriminator_step(self, real: torch.Tensor, d_opt) -> tuple[torch.Tensor, torch.Tensor]:

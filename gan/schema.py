@@ -9,7 +9,7 @@ the Trainer) check the keys this project relies on and let the class check the r
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -43,7 +43,6 @@ class Data(Closed):
     batch_size: PosInt
     image_shape: tuple[PosInt, PosInt, PosInt]
     sampling: Literal[SAMPLINGS]
-    batches_per_step: PosInt
     download: bool
     seed: NonNegInt
 
@@ -90,8 +89,8 @@ class Optimizer(Closed, OptimizerValues):
 
 class Trainer(Open):
     accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"]
-    devices: Union[PosInt, Literal["auto", -1], list[NonNegInt]]
-    precision: Literal["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine"]
+    devices: Literal[1]  # one device: the update, the batch draws and the logging are not made for several yet
+    precision: Literal["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
     max_steps: PosInt
     log_every_n_steps: PosInt
 
@@ -100,6 +99,25 @@ class Gan(Closed):
     n_critic: PosInt
     d_update: Literal[D_UPDATES]
     fakes_mode: Literal[FAKES_MODES]
+
+
+class SampleGridArgs(Open):
+    every_n_steps: PosInt
+    nrow: PosInt
+
+
+class CheckpointArgs(Open):
+    every_n_train_steps: NonNegInt | None = None  # 0: never on a step interval
+
+
+class Callbacks(BaseModel):
+    """callbacks.<name>: known callbacks checked key by key, any other one as a `_target_` node."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Open]
+    samples: SampleGridArgs | None = None
+    checkpoint: CheckpointArgs | None = None
+    last: CheckpointArgs | None = None
 
 
 class TrainConfig(Closed):
@@ -113,7 +131,7 @@ class TrainConfig(Closed):
     optimizer: Optimizer
     trainer: Trainer
     logger: dict[str, Open]
-    callbacks: dict[str, Open]
+    callbacks: Callbacks
 
 
 def _interpolation(cfg: DictConfig, loc: tuple) -> str:

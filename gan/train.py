@@ -7,8 +7,10 @@ import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from gan.errors import UserError
 from gan.hparams import log_run_config
@@ -42,12 +44,23 @@ def resolve_checkpoint(path: str | None) -> str | None:
     return str(p)
 
 
+def check_optimizers(cfg: DictConfig) -> None:
+    """The optimizers are built inside `fit`; build each once on a dummy tensor first, so a
+    wrong argument (`+optimizer.generator.lrr=1`) stops the run before anything is written."""
+    for net in ("generator", "discriminator"):
+        try:
+            instantiate(cfg.optimizer[net])([torch.zeros(1, requires_grad=True)])
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"optimizer.{net} ({cfg.optimizer[net]._target_}) does not accept its arguments: {exc}") from None
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     validate(cfg)
+    check_optimizers(cfg)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, batches_per_step=cfg.gan.n_critic)  # one real batch per D step
     datamodule.prepare_data()  # a missing dataset stops the run here, before anything is built
     module = GAN(
         generator=instantiate(cfg.model.generator),
@@ -60,7 +73,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)  # else Lightning adds its own
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, enable_checkpointing=checkpointing)
     log_run_config(loggers, cfg, LOGGED_METRICS)
 
     log.info("Run folder: %s", cfg.run_dir)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import math
+
 import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from gan.module import GAN
+from gan.module import GAN, bce, d_statistics
 from tests.conftest import make_cfg
 
 
@@ -106,10 +109,58 @@ def test_n_critic_takes_one_d_step_per_real_batch():
     assert d_opt.state[next(iter(d_opt.state))]["step"].item() == 4 * 3 * 2
 
 
-def test_d_loss_and_accuracy_are_the_seed_statistics():
+def fixed_noise(module: GAN, monkeypatch, n: int = 8) -> torch.Tensor:
+    z = torch.randn(n, module.latent_dim)
+    monkeypatch.setattr(module, "noise", lambda size: z[:size])
+    return z
+
+
+@pytest.mark.parametrize("d_update", ["two_steps", "joint"])
+def test_d_update_uses_reals_labelled_1_and_inference_mode_fakes_labelled_0(d_update, monkeypatch):
+    module = build(f"gan.d_update={d_update}")
+    attach(module)
+    z, real = fixed_noise(module, monkeypatch), torch.rand(8, 1, 28, 28) * 2 - 1
+    losses = []
+    monkeypatch.setattr(module, "_d_step", lambda opt, loss: losses.append(loss.detach()))  # record, don't step
+    module.generator.train()
+    d = module.discriminator
+    with torch.no_grad():
+        real_loss = bce(d(real), 1.0)
+        fake_loss = bce(d(copy.deepcopy(module.generator).eval()(z)), 0.0)
+        train_mode_fake_loss = bce(d(copy.deepcopy(module.generator).train()(z)), 0.0)
+    assert not torch.allclose(fake_loss, train_mode_fake_loss)  # so the check below can tell the modes apart
+    module.discriminator_step(real, module.optimizers()[1])
+    expected = [real_loss, fake_loss] if d_update == "two_steps" else [real_loss + fake_loss]
+    assert len(losses) == len(expected) and all(torch.allclose(a, b) for a, b in zip(losses, expected))
+
+
+def test_g_update_is_non_saturating_through_d_with_g_in_training_mode(monkeypatch):
+    module = build()
+    attach(module)
+    z = fixed_noise(module, monkeypatch)
+    with torch.no_grad():
+        expected = bce(module.discriminator(copy.deepcopy(module.generator).train()(z)), 1.0)
+        eval_mode = bce(module.discriminator(copy.deepcopy(module.generator).eval()(z)), 1.0)
+    assert not torch.allclose(expected, eval_mode)
+    assert torch.allclose(module.generator_step(8, module.optimizers()[0]), expected)
+
+
+def test_d_statistics_are_the_seed_numbers():
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([-3.0, -0.5, 0.1, -2.0])
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    stats = {k: v.item() for k, v in d_statistics(real, fake).items()}
+    real_loss = -(math.log(sig(2.0)) + math.log(sig(-1.0))) / 2
+    fake_loss = -sum(math.log(1 - sig(x)) for x in (-3.0, -0.5, 0.1, -2.0)) / 4
+    assert stats["train/d_loss"] == pytest.approx((real_loss + fake_loss) / 2)
+    assert stats["train/d_acc"] == pytest.approx((1 / 2 + 3 / 4) / 2)  # D(x) > 0.5 counts for reals, < 0.5 for fakes
+    assert stats["train/d_real"] == pytest.approx((sig(2.0) + sig(-1.0)) / 2)
+    assert stats["train/d_fake"] == pytest.approx(sum(sig(x) for x in (-3.0, -0.5, 0.1, -2.0)) / 4)
+
+
+def test_logged_scalars_are_the_statistics_of_the_step():
     module = build()
     trainer = attach(module, max_steps=3)
     metrics = trainer.callback_metrics
     assert set(metrics) >= {"train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/d_acc", "train/lr_g", "train/lr_d"}
-    assert 0 <= metrics["train/d_acc"] <= 1 and 0 < metrics["train/d_real"] < 1
-    assert metrics["train/lr_g"] == pytest.approx(2e-4)
+    assert metrics["train/lr_g"] == pytest.approx(2e-4) and metrics["train/lr_d"] == pytest.approx(2e-4)
+    assert 0 < metrics["train/d_real"] < 1 and 0 < metrics["train/d_fake"] < 1

@@ -40,7 +40,7 @@ def test_short_run_writes_losses_samples_and_checkpoints(short_run):
     acc = events(run_dir)
     scalars = set(acc.Tags()["scalars"])
     assert set(LOGGED_METRICS) | {"train/lr_g", "train/lr_d"} <= scalars
-    assert [e.step for e in acc.Scalars("train/d_loss")] == [2, 5, 8, 11]  # every 3rd iteration (0-based)
+    assert [e.step for e in acc.Scalars("train/d_loss")] == [3, 6, 9, 12]  # every 3rd iteration
     assert [e.step for e in acc.Images("samples")] == [5, 10, 12]
     assert "config/text_summary" in acc.Tags()["tensors"]
     assert sorted(p.name for p in (run_dir / "images").glob("*.png")) == ["10.png", "12.png", "5.png"]
@@ -68,7 +68,7 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(short_
     last = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 18
     assert sorted(p.name for p in (resumed / "images").glob("*.png")) == ["15.png", "18.png"]
-    assert [e.step for e in events(resumed).Scalars("train/d_loss")] == [14, 17]
+    assert [e.step for e in events(resumed).Scalars("train/d_loss")] == [15, 18]
 
     straight = tmp_path / "straight"
     train(make_cfg(*quick("trainer.max_steps=18"), run_dir=straight))
@@ -81,6 +81,35 @@ def test_same_seed_gives_identical_losses_and_another_seed_does_not(mnist_root, 
             for name, seed in (("a", 1), ("b", 1), ("c", 2))}
     assert runs["a"] == runs["b"]
     assert runs["a"]["train/g_loss"] != runs["c"]["train/g_loss"]
+
+
+def optimizer_steps(ckpt: Path) -> list[int]:
+    """Adam's step count of G's and D's optimizer, from a checkpoint."""
+    states = torch.load(ckpt, weights_only=False)["optimizer_states"]
+    return [int(next(iter(s["state"].values()))["step"]) for s in states]
+
+
+@pytest.mark.parametrize("overrides, g_steps, d_steps", [
+    ((), 12, 24),                                  # the seed: two D steps (reals, then fakes) per iteration
+    (("gan.d_update=joint",), 12, 12),             # one D step on the summed loss
+    (("gan.n_critic=3", "data.sampling=epochs"), 12, 72),  # three real batches per iteration, two steps each
+])
+def test_optimizer_steps_per_gan_iteration(overrides, g_steps, d_steps, mnist_root, tmp_path):
+    train(make_cfg(*quick(*overrides), run_dir=tmp_path))
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 12
+    assert optimizer_steps(ckpt) == [g_steps, d_steps]
+
+
+def test_64_bit_precision_trains(mnist_root, tmp_path):
+    metrics = train(make_cfg(*quick("trainer.precision=64-true"), run_dir=tmp_path))
+    assert all(math.isfinite(metrics[tag]) for tag in LOGGED_METRICS)
+    assert generator_weights(tmp_path / "checkpoints" / "last.ckpt")["generator.net.0.weight"].dtype == torch.float64
+
+
+def test_without_the_checkpoint_callback_no_lightning_default_checkpoints_appear(mnist_root, tmp_path):
+    train(make_cfg(*quick("~callbacks.checkpoint"), run_dir=tmp_path))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
