@@ -100,11 +100,19 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
                 f"or set data.root (or the GAN_DATA_DIR environment variable) to a folder that holds {self.folder}/raw/."
             ) from None
 
+    def split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images of one split scaled as the seed does (x / 127.5 - 1), and their labels."""
+        dataset = self._dataset(train=train, download=False)
+        return dataset.data.unsqueeze(1).float().div_(127.5).sub_(1.0), dataset.targets
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.dataset_class.classes)
+
     def setup(self, stage: str | None = None) -> None:
         if self.images is not None:
             return
-        data = self._dataset(train=True, download=False).data
-        images = data.unsqueeze(1).float().div_(127.5).sub_(1.0)
+        images, _ = self.split(train=True)
         if tuple(images.shape[1:]) != self.image_shape:
             raise UserError(f"data.image_shape={list(self.image_shape)} but {self.dataset_class.__name__} images are {list(images.shape[1:])}.")
         self.images = images

@@ -1,0 +1,1 @@
+"""Offline GAN metrics on a classifier the project trains itself (issue: metrics you can trust)."""

@@ -1,0 +1,98 @@
+"""The metrics, computed once per image set on features from the project's classifier.
+
+FID, KID and the Inception Score are torchmetrics' implementations (statistics in float64); they
+are fed precomputed features through `Precomputed`, so each image set goes through the
+classifier once. Improved precision/recall (Kynkäänniemi et al. 2019) and mode coverage are
+small vectorised functions here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
+
+
+class Precomputed(nn.Identity):
+    """Lets torchmetrics' image metrics take features that were already extracted."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+
+def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
+    metric = FrechetInceptionDistance(feature=Precomputed(real.shape[1]))
+    metric.update(real.double(), real=True)
+    metric.update(fake.double(), real=False)
+    return metric.compute().item()
+
+
+def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> float:
+    """Mean of the unbiased polynomial-kernel MMD over random subsets (seeded: repeatable)."""
+    metric = KernelInceptionDistance(feature=Precomputed(real.shape[1]), subsets=subsets,
+                                     subset_size=min(subset_size, len(real), len(fake)))
+    metric.update(real.double(), real=True)
+    metric.update(fake.double(), real=False)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        mean, _ = metric.compute()
+    return mean.item()
+
+
+def inception_score(logits: torch.Tensor, splits: int = 10) -> float:
+    """exp(E KL(p(y|x) || p(y))) over the classifier's class probabilities."""
+    metric = InceptionScore(feature=Precomputed(logits.shape[1]), splits=splits)
+    metric.update(logits.double())
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # torchmetrics shuffles before splitting
+        mean, _ = metric.compute()
+    return mean.item()
+
+
+def kth_neighbour_distance(points: torch.Tensor, k: int, chunk: int = 1000) -> torch.Tensor:
+    """Distance from each point to its k-th nearest other point of the same set."""
+    return torch.cat([torch.cdist(part, points).topk(k + 1, largest=False).values[:, k] for part in points.split(chunk)])
+
+
+def inside_any_ball(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
+    return torch.cat([(torch.cdist(part, centres) <= radii).any(dim=1) for part in queries.split(chunk)])
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Precision: share of fakes inside some real sample's k-NN ball (are fakes realistic?).
+    Recall: share of reals inside some fake sample's k-NN ball (is the data covered?)."""
+    real, fake = real.float(), fake.float()
+    precision = inside_any_ball(fake, real, kth_neighbour_distance(real, k)).float().mean().item()
+    recall = inside_any_ball(real, fake, kth_neighbour_distance(fake, k)).float().mean().item()
+    return precision, recall
+
+
+def mode_coverage(logits: torch.Tensor) -> tuple[torch.Tensor, int, float]:
+    """Class histogram of the samples as the classifier labels them, the number of classes that
+    get at least a quarter of their fair share, and KL(histogram || uniform) in nats."""
+    classes = logits.shape[1]
+    histogram = torch.bincount(logits.argmax(dim=1), minlength=classes).double() / len(logits)
+    covered = int((histogram >= 0.25 / classes).sum())
+    nonzero = histogram[histogram > 0]
+    kl = float((nonzero * (nonzero * classes).log()).sum())
+    return histogram, covered, kl
+
+
+def score(real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor], k: int = 3) -> dict[str, float]:
+    """Every metric between two feature sets, as `Classifier.features` returns them."""
+    precision, recall = precision_recall(real["conv"], fake["conv"], k)
+    _, covered, kl = mode_coverage(fake["logits"])
+    return {
+        "fid": fid(real["hidden"], fake["hidden"]),
+        "kid": kid(real["hidden"], fake["hidden"]),
+        "is": inception_score(fake["logits"]),
+        "precision": precision,
+        "recall": recall,
+        "modes_covered": covered,
+        "kl_uniform": kl,
+        "n": len(fake["logits"]),
+    }
+

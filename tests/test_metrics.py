@@ -1,0 +1,118 @@
+"""The metrics: hand-checked values on constructed data, then the real classifier on MNIST."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gan.data import FashionMNISTDataModule, MNISTDataModule
+from gan.metrics import extractor
+from gan.metrics.extractor import Classifier, Recipe, cache_key, classifier_for
+from gan.metrics.scores import fid, inception_score, kid, mode_coverage, precision_recall, score
+from tests.test_train import write_idx
+
+
+def gaussian(n: int, mean: torch.Tensor, std: float, seed: int) -> torch.Tensor:
+    return mean + std * torch.randn(n, len(mean), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_identical_sets_score_zero_fid_and_kid():
+    x = gaussian(2000, torch.zeros(8, dtype=torch.float64), 1.0, 0)
+    assert fid(x, x) == pytest.approx(0, abs=1e-6)
+    # KID's subsets of each side are drawn independently: an unbiased estimate of 0, not exactly 0
+    assert abs(kid(x, x)) < 0.02 * kid(x, x + 0.5)
+
+
+def test_fid_of_two_gaussians_matches_the_closed_form():
+    dim = 4
+    mu1, mu2 = torch.zeros(dim, dtype=torch.float64), torch.full((dim,), 0.5, dtype=torch.float64)
+    a, b = gaussian(50_000, mu1, 1.0, 1), gaussian(50_000, mu2, 2.0, 2)
+    closed_form = float(((mu1 - mu2) ** 2).sum()) + dim * (1.0 - 2.0) ** 2  # |dmu|^2 + tr(S1 + S2 - 2 sqrt(S1 S2))
+    assert fid(a, b) == pytest.approx(closed_form, rel=0.03)
+    assert kid(a, b) > 10 * abs(kid(a, gaussian(50_000, mu1, 1.0, 3)))
+
+
+def test_inception_score_is_the_number_of_equally_used_confident_classes():
+    confident = torch.eye(5).repeat(200, 1) * 50  # 1000 samples, 5 classes used equally, each certain
+    assert inception_score(confident, splits=1) == pytest.approx(5, rel=1e-6)
+    assert inception_score(confident) == pytest.approx(5, rel=0.03)  # 10 random splits: classes not quite equal in each
+    assert inception_score(torch.zeros(1000, 5)) == pytest.approx(1, rel=1e-6)  # no confidence at all
+
+
+def test_precision_and_recall_on_point_clouds():
+    real = torch.rand(2000, 2, generator=torch.Generator().manual_seed(0))  # unit square
+    same = torch.rand(2000, 2, generator=torch.Generator().manual_seed(1))
+    corner = same * 0.2  # only one corner of the square
+    far = same + 10
+    p, r = precision_recall(real, same)
+    assert p > 0.9 and r > 0.9
+    p, r = precision_recall(real, corner)
+    assert p > 0.95 and r < 0.1  # realistic but not diverse
+    assert precision_recall(real, far) == (0.0, 0.0)
+
+
+def test_mode_coverage_counts_classes_with_a_quarter_of_their_share():
+    labels = torch.tensor([0] * 50 + [1] * 45 + [2] * 4 + [3] * 1)  # 4 classes, fair share 25 each
+    histogram, covered, kl = mode_coverage(torch.nn.functional.one_hot(labels, 4).float())
+    assert histogram.tolist() == pytest.approx([0.5, 0.45, 0.04, 0.01])
+    assert covered == 2  # 0.04 < 0.25 / 4
+    assert kl == pytest.approx(sum(h * math.log(4 * h) for h in (0.5, 0.45, 0.04, 0.01)))
+    assert mode_coverage(torch.eye(4).repeat(10, 1))[1:] == (4, pytest.approx(0))
+
+
+def test_cache_key_changes_with_dataset_shape_and_recipe():
+    base = cache_key("MNIST", (1, 28, 28), 10, Recipe())
+    assert base == cache_key("MNIST", (1, 28, 28), 10, Recipe())
+    others = {cache_key("FashionMNIST", (1, 28, 28), 10, Recipe()), cache_key("MNIST", (1, 32, 32), 10, Recipe()),
+              cache_key("MNIST", (1, 28, 28), 10, Recipe(epochs=1))}
+    assert base not in others and len(others) == 3
+
+
+def test_fashion_mnist_classifier_trains_from_idx_files_then_comes_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GAN_CACHE_DIR", str(tmp_path / "cache"))
+    for split, n in (("train", 256), ("test", 64)):
+        write_idx(tmp_path / "data" / "FashionMNIST" / "raw", n, split)
+    dm = FashionMNISTDataModule(root=str(tmp_path / "data"), download=False)
+    net, acc = classifier_for(dm, Recipe(epochs=1, batch_size=32))
+    assert 0 <= acc <= 1 and list((tmp_path / "cache").glob("FashionMNIST-1x28x28-*.pt"))
+    monkeypatch.setattr(extractor, "fit", lambda *a, **k: pytest.fail("trained again instead of using the cache"))
+    again, acc_again = classifier_for(dm, Recipe(epochs=1, batch_size=32))
+    assert acc_again == acc
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+
+
+@pytest.fixture(scope="module")
+def mnist_features(mnist_root, tmp_path_factory):
+    """The real classifier, trained once for this module (about 1.5 minutes on 2 CPU cores)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GAN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        dm = MNISTDataModule(root=mnist_root)
+        net, acc = classifier_for(dm)
+    (train_images, train_labels), (test_images, _) = dm.split(train=True), dm.split(train=False)
+    return {"net": net, "accuracy": acc, "test": net.features(test_images), "train": net.features(train_images[:10_000]),
+            "train_images": train_images, "train_labels": train_labels}
+
+
+@pytest.mark.slow
+def test_classifier_reaches_99_percent_on_mnist(mnist_features):
+    assert mnist_features["accuracy"] >= 0.99
+
+
+@pytest.mark.slow
+def test_real_data_floor_is_small_and_noise_scores_far_worse(mnist_features):
+    floor = score(mnist_features["test"], mnist_features["train"])
+    noise = score(mnist_features["test"], mnist_features["net"].features(torch.rand(10_000, 1, 28, 28) * 2 - 1))
+    assert floor["precision"] > 0.8 and floor["recall"] > 0.8  # held-out real data looks real and covers the data
+    assert floor["modes_covered"] == 10 and floor["kl_uniform"] < 0.01 and floor["is"] > 9
+    assert noise["precision"] < 0.05  # in the conv feature space noise lands in no real k-NN ball
+    assert noise["fid"] > 100 * floor["fid"] and noise["kid"] > 100 * floor["kid"] and noise["is"] < 2
+
+
+@pytest.mark.slow
+def test_one_repeated_digit_covers_one_mode_and_no_recall(mnist_features):
+    one = mnist_features["train_images"][mnist_features["train_labels"] == 3][:1]
+    result = score(mnist_features["test"], mnist_features["net"].features(one.repeat(2000, 1, 1, 1)))
+    assert result["modes_covered"] == 1 and result["recall"] < 0.01
+    assert result["kl_uniform"] == pytest.approx(math.log(10), rel=1e-6)
