@@ -72,7 +72,10 @@ class GAN(pl.LightningModule):
         latent_dim: int,
         d_update: str = "two_steps",
         fakes_mode: str = "eval",
+        config: dict | None = None,
     ):
+        """`config`: the run's config, saved in every checkpoint so that a checkpoint alone can
+        rebuild its generator (gan.evaluate, gan.generate)."""
         super().__init__()
         if d_update not in D_UPDATES or fakes_mode not in FAKES_MODES:
             raise ValueError(f"d_update must be one of {D_UPDATES}, fakes_mode one of {FAKES_MODES}")
@@ -81,6 +84,7 @@ class GAN(pl.LightningModule):
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.latent_dim = latent_dim
         self.d_update, self.fakes_mode = d_update, fakes_mode
+        self.config = config
 
     def configure_optimizers(self):
         return self.g_optimizer(self.generator.parameters()), self.d_optimizer(self.discriminator.parameters())
@@ -150,6 +154,7 @@ class GAN(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep the noise RNG so a resumed run draws what the uninterrupted run would have."""
+        checkpoint["config"] = self.config
         checkpoint["rng_states"] = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()

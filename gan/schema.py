@@ -106,6 +106,12 @@ class SampleGridArgs(Open):
     nrow: PosInt
 
 
+class MetricsArgs(Closed):
+    n: Annotated[int, Field(strict=True, ge=2)]
+    k: PosInt
+    seed: NonNegInt
+
+
 class CheckpointArgs(Open):
     every_n_train_steps: NonNegInt | None = None  # 0: never on a step interval
 
@@ -118,12 +124,16 @@ class Callbacks(BaseModel):
     samples: SampleGridArgs | None = None
     checkpoint: CheckpointArgs | None = None
     last: CheckpointArgs | None = None
+    best: CheckpointArgs | None = None
 
 
 class TrainConfig(Closed):
     seed: NonNegInt
     ckpt_path: str | None
     sample_every: PosInt
+    eval_every: NonNegInt
+    optimized_metric: str | None
+    metrics: MetricsArgs
     run_dir: str
     data: Data
     model: Model

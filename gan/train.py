@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 import warnings
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from gan.errors import UserError
 from gan.hparams import log_run_config
+from gan.metrics.callback import TAGS as METRIC_TAGS
 from gan.module import GAN, LOGGED_METRICS
+from gan.runs import resolve_checkpoint
 from gan.schema import validate
 
 log = logging.getLogger(__name__)
@@ -32,18 +33,6 @@ for message in QUIET_NOTICES:
     warnings.filterwarnings("ignore", message=message)
 
 
-def resolve_checkpoint(path: str | None) -> str | None:
-    """A checkpoint file, or a run folder (its checkpoints/last.ckpt)."""
-    if path is None:
-        return None
-    p = Path(path).expanduser()
-    if p.is_dir():
-        p = p / "checkpoints" / "last.ckpt"
-    if not p.is_file():
-        raise UserError(f"ckpt_path={path}: no checkpoint there (give a .ckpt file or a run folder holding checkpoints/last.ckpt).")
-    return str(p)
-
-
 def check_optimizers(cfg: DictConfig) -> None:
     """The optimizers are built inside `fit`; build each once on a dummy tensor first, so a
     wrong argument (`+optimizer.generator.lrr=1`) stops the run before anything is written."""
@@ -54,8 +43,27 @@ def check_optimizers(cfg: DictConfig) -> None:
             raise UserError(f"optimizer.{net} ({cfg.optimizer[net]._target_}) does not accept its arguments: {exc}") from None
 
 
+def objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    if cfg.optimized_metric is None:
+        return None
+    if cfg.optimized_metric not in metrics:
+        raise UserError(f"optimized_metric={cfg.optimized_metric} was never logged: the run ended before its first "
+                        f"value (trainer.max_steps={cfg.trainer.max_steps}, eval_every={cfg.eval_every}, "
+                        f"trainer.log_every_n_steps={cfg.trainer.log_every_n_steps}).")
+    return metrics[cfg.optimized_metric]
+
+
+def metric_tags(cfg: DictConfig) -> tuple[str, ...]:
+    """The scalars a run reports at its end: its HParams columns and what `optimized_metric` may name."""
+    return LOGGED_METRICS + (METRIC_TAGS if cfg.eval_every else ())
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     validate(cfg)
+    tags = metric_tags(cfg)
+    if cfg.optimized_metric is not None and cfg.optimized_metric not in tags:
+        raise UserError(f"optimized_metric={cfg.optimized_metric} is not reported by this run; it reports {', '.join(tags)}"
+                        + ("" if cfg.eval_every else " (metrics/* need eval_every > 0)") + ".")
     check_optimizers(cfg)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -70,12 +78,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         latent_dim=cfg.model.latent_dim,
         d_update=cfg.gan.d_update,
         fakes_mode=cfg.gan.fakes_mode,
+        config=OmegaConf.to_container(cfg, resolve=False),  # interpolations such as the data root resolve where it is loaded
     )
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)  # else Lightning adds its own
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, enable_checkpointing=checkpointing)
-    log_run_config(loggers, cfg, LOGGED_METRICS)
+    log_run_config(loggers, cfg, tags)
 
     log.info("Run folder: %s", cfg.run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -43,7 +43,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def quick(*overrides: str) -> list[str]:
     """Overrides for a few-second CPU run with every part switched on."""
-    return ["trainer=cpu", "trainer.max_steps=12", "trainer.log_every_n_steps=3", "sample_every=5",
+    return ["trainer=cpu", "eval_every=0", "trainer.max_steps=12", "trainer.log_every_n_steps=3", "sample_every=5",
             "callbacks.checkpoint.every_n_train_steps=6", "callbacks.progress_bar.refresh_rate=0", *overrides]
 
 
@@ -53,3 +53,14 @@ def mnist_root() -> str:
 
     MNISTDataModule(root=DATA_ROOT).prepare_data()  # downloads when online and missing; clear error when not
     return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def mnist_classifier(mnist_root, tmp_path_factory):
+    """The MNIST feature classifier, trained once per test session (about 1.5 minutes on 2 CPU
+    cores) into a fresh cache that every later use in this session, subprocesses too, reads."""
+    from gan.data import MNISTDataModule
+    from gan.metrics.extractor import classifier_for
+
+    os.environ["GAN_CACHE_DIR"] = str(tmp_path_factory.mktemp("classifier-cache"))
+    return classifier_for(MNISTDataModule(root=mnist_root))

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 
 from gan.data import FashionMNISTDataModule, MNISTDataModule
+from gan.errors import UserError
+from gan.evaluate import Args, evaluate
 from gan.metrics import extractor
 from gan.metrics.extractor import Classifier, Recipe, cache_key, classifier_for
 from gan.metrics.scores import fid, inception_score, kid, mode_coverage, precision_recall, score
-from tests.test_train import write_idx
+from gan.train import objective, train
+from tests.conftest import ROOT, make_cfg, quick
+from tests.test_train import events, write_idx
 
 
 def gaussian(n: int, mean: torch.Tensor, std: float, seed: int) -> torch.Tensor:
@@ -84,12 +92,9 @@ def test_fashion_mnist_classifier_trains_from_idx_files_then_comes_from_the_cach
 
 
 @pytest.fixture(scope="module")
-def mnist_features(mnist_root, tmp_path_factory):
-    """The real classifier, trained once for this module (about 1.5 minutes on 2 CPU cores)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GAN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        dm = MNISTDataModule(root=mnist_root)
-        net, acc = classifier_for(dm)
+def mnist_features(mnist_root, mnist_classifier):
+    net, acc = mnist_classifier
+    dm = MNISTDataModule(root=mnist_root)
     (train_images, train_labels), (test_images, _) = dm.split(train=True), dm.split(train=False)
     return {"net": net, "accuracy": acc, "test": net.features(test_images), "train": net.features(train_images[:10_000]),
             "train_images": train_images, "train_labels": train_labels}
@@ -116,3 +121,52 @@ def test_one_repeated_digit_covers_one_mode_and_no_recall(mnist_features):
     result = score(mnist_features["test"], mnist_features["net"].features(one.repeat(2000, 1, 1, 1)))
     assert result["modes_covered"] == 1 and result["recall"] < 0.01
     assert result["kl_uniform"] == pytest.approx(math.log(10), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(mnist_classifier, tmp_path_factory):
+
+    run_dir = tmp_path_factory.mktemp("evaluated")
+    cfg = make_cfg(*quick("eval_every=6", "metrics.n=500", "optimized_metric=metrics/fid"), run_dir=run_dir)
+    return run_dir, objective(cfg, train(cfg))
+
+
+@pytest.mark.slow
+def test_eval_callback_logs_metrics_keeps_the_best_checkpoint_and_returns_the_objective(evaluated_run):
+
+    run_dir, fid_value = evaluated_run
+    acc = events(run_dir)
+    for tag in ("fid", "kid", "is", "precision", "recall", "modes_covered", "kl_uniform"):
+        assert [e.step for e in acc.Scalars(f"metrics/{tag}")] == [6, 12]
+    assert acc.Scalars("metrics/fid")[-1].value == pytest.approx(fid_value, rel=1e-6)
+    assert (run_dir / "checkpoints" / "best_fid.ckpt").exists()
+    best = torch.load(run_dir / "checkpoints" / "best_fid.ckpt", weights_only=False)
+    fids = {e.step: e.value for e in acc.Scalars("metrics/fid")}
+    assert best["global_step"] == min(fids, key=fids.get)
+
+
+@pytest.mark.slow
+def test_evaluate_is_repeatable_and_generate_writes_png_and_npy(evaluated_run, tmp_path):
+    run_dir, _ = evaluated_run
+    first, second = evaluate(Args(ckpt=str(run_dir), n=300)), evaluate(Args(ckpt=str(run_dir), n=300))
+    assert first == second and first["n"] == 300 and first["floor"]["n"] == 300
+    assert set(first) == {"fid", "kid", "is", "precision", "recall", "modes_covered", "kl_uniform", "n", "floor"}
+    cli = subprocess.run([sys.executable, "-m", "gan.evaluate", f"ckpt={run_dir}", "best=true", "n=300"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert json.loads(cli.stdout.strip().splitlines()[-1])["n"] == 300
+    for out in ("grid.png", "samples.npy"):
+        made = subprocess.run([sys.executable, "-m", "gan.generate", f"ckpt={run_dir}", "n=16", f"out={tmp_path / out}"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert made.returncode == 0, made.stderr[-2000:]
+    samples = np.load(tmp_path / "samples.npy")
+    assert samples.shape == (16, 1, 28, 28) and samples.dtype == np.float32 and samples.min() >= -1 and samples.max() <= 1
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_optimized_metric_must_be_one_the_run_reports(tmp_path):
+
+    with pytest.raises(UserError, match="optimized_metric=metrics/fid is not reported.*eval_every > 0"):
+        train(make_cfg(*quick("optimized_metric=metrics/fid"), run_dir=tmp_path))
+    with pytest.raises(UserError, match="optimized_metric=train/nosuch is not reported"):
+        train(make_cfg(*quick("optimized_metric=train/nosuch"), run_dir=tmp_path))

@@ -1,0 +1,54 @@
+"""Write samples of a checkpoint: `python -m gan.generate ckpt=<checkpoint or run folder> [n=64] [out=samples.png] [seed=0]`.
+
+`out` ending in .png writes a grid (sqrt(n) per row); ending in .npy writes the n samples as
+float32 in [-1, 1], shaped n x C x H x W.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torchvision.utils import save_image
+
+from gan.errors import UserError
+from gan.evaluate import parse
+from gan.runs import generate, load_generator
+
+
+@dataclass
+class Args:
+    ckpt: str = "???"  # a .ckpt file, or a run folder (its checkpoints/last.ckpt)
+    n: int = 64  # how many samples
+    out: str = "samples.png"  # .png: a grid; .npy: the raw samples
+    best: bool = False  # with a run folder: its best-FID checkpoint instead of last.ckpt
+    seed: int = 0  # the noise: same seed, same samples
+
+
+def write(args: Args) -> Path:
+    out = Path(args.out)
+    if out.suffix not in (".png", ".npy") or args.n < 1:
+        raise UserError(f"out={args.out} n={args.n}: out must end in .png or .npy and n be at least 1.")
+    generator, cfg, _ = load_generator(args.ckpt, args.best)
+    samples = generate(generator, args.n, cfg.model.latent_dim, args.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, samples.numpy().astype(np.float32))
+    else:
+        save_image(samples, out, nrow=math.ceil(math.sqrt(args.n)), normalize=True, value_range=(-1, 1))
+    return out
+
+
+def main() -> None:
+    try:
+        out = write(parse(sys.argv[1:], Args, __doc__))
+    except UserError as exc:
+        sys.exit(f"error: {exc}")
+    print(out)
+
+
+if __name__ == "__main__":
+    main()

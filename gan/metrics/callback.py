@@ -1,0 +1,37 @@
+"""Metrics during training: every `eval_every` iterations, score the generator and log
+`metrics/<name>`; the `best` checkpoint callback keeps the lowest-FID state beside last.ckpt."""
+
+from __future__ import annotations
+
+import logging
+
+import pytorch_lightning as pl
+import torch
+
+from gan.metrics.evaluator import METRICS, Evaluator
+
+log = logging.getLogger(__name__)
+TAGS = tuple(f"metrics/{name}" for name in METRICS)
+
+
+class EvaluateMetrics(pl.Callback):
+    def __init__(self, every_n_steps: int, n: int = 10_000, k: int = 3, seed: int = 0):
+        self.every_n_steps, self.n, self.k, self.seed = every_n_steps, n, k, seed
+        self.evaluator: Evaluator | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Before the first iteration: a missing classifier is trained (and cached) now, not mid-run.
+        if self.every_n_steps and self.evaluator is None:
+            self.evaluator = Evaluator(trainer.datamodule, n=self.n, k=self.k, seed=self.seed)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        step = trainer.global_step
+        if not self.every_n_steps or step % self.every_n_steps:
+            return
+        result = self.evaluator(pl_module.generator, pl_module.latent_dim)
+        metrics = {f"metrics/{name}": float(result[name]) for name in METRICS}
+        for logger in trainer.loggers:  # at this step, whatever trainer.log_every_n_steps is
+            logger.log_metrics(metrics, step=step)
+        # callback_metrics feed the `best` ModelCheckpoint (monitor: metrics/fid) and train()'s result.
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        log.info("step %d: %s", step, ", ".join(f"{name}={result[name]:.4g}" for name in METRICS))

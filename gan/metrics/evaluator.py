@@ -1,0 +1,36 @@
+"""Scoring generators against a dataset's test split, with the real-data floor beside them."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gan.metrics.extractor import classifier_for
+from gan.metrics.scores import score
+from gan.runs import generate
+
+METRICS = ("fid", "kid", "is", "precision", "recall", "modes_covered", "kl_uniform")
+
+
+class Evaluator:
+    """Holds the classifier and the test split's features, so each evaluation only extracts
+    the generated samples. `n` samples from a fixed noise (`seed`): two evaluations of one
+    generator agree exactly."""
+
+    def __init__(self, datamodule, n: int = 10_000, k: int = 3, seed: int = 0):
+        self.net, self.accuracy = classifier_for(datamodule)
+        self.datamodule, self.n, self.k, self.seed = datamodule, n, k, seed
+        test_images, _ = datamodule.split(train=False)
+        self.real = self.net.features(test_images)
+
+    def __call__(self, generator: nn.Module, latent_dim: int) -> dict[str, float]:
+        was_training = generator.training
+        samples = generate(generator.eval(), self.n, latent_dim, self.seed)
+        generator.train(was_training)
+        return score(self.real, self.net.features(samples), self.k)
+
+    def floor(self) -> dict[str, float]:
+        """The same metrics for n real training images against the test split: what perfect reads."""
+        images, _ = self.datamodule.split(train=True)
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))[: self.n]
+        return score(self.real, self.net.features(images[pick]), self.k)
