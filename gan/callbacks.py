@@ -1,13 +1,17 @@
-"""Callbacks of this project (`callbacks` group): sample grids and the crash checkpoint."""
+"""Callbacks of this project (`callbacks` group): sample grids, the crash checkpoint, the health monitor."""
 
 from __future__ import annotations
 
+import logging
+import math
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
+
+log = logging.getLogger(__name__)
 
 
 class SampleGrid(pl.Callback):
@@ -65,3 +69,55 @@ class ExceptionCheckpoint(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         trainer.save_checkpoint(self.path)
+
+
+class HealthMonitor(pl.Callback):
+    """Watches the scalars the run already logs (no extra device reads) and says, once per
+    problem, when training has failed: D wins outright (mean D(x) above `d_real_above` and mean
+    D(G(z)) below `d_fake_below` at every logged step for `window` iterations), a loss is NaN or
+    infinite, or the samples cover fewer than `min_modes` classes (needs eval_every > 0).
+    Logs health/d_wins, health/nonfinite and health/low_modes (0 or 1); `action=stop` also ends
+    the run (last.ckpt is still written)."""
+
+    def __init__(self, action: str = "warn", window: int = 1000, d_real_above: float = 0.95,
+                 d_fake_below: float = 0.05, min_modes: int = 8):
+        if action not in ("warn", "stop"):
+            raise ValueError(f"action must be warn or stop, got {action!r}")
+        self.action, self.window, self.min_modes = action, window, min_modes
+        self.d_real_above, self.d_fake_below = d_real_above, d_fake_below
+        self.streak_start: int | None = None
+        self.reported: set[str] = set()
+        self.seen_modes: torch.Tensor | None = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        step, metrics = trainer.global_step, trainer.callback_metrics
+        if step % trainer.log_every_n_steps == 0 and "train/d_real" in metrics:
+            signals = self._losses(step, {k: float(v) for k, v in metrics.items() if k.startswith("train/")})
+            self._emit(trainer, step, signals)
+        modes = metrics.get("metrics/modes_covered")
+        if modes is not None and modes is not self.seen_modes:  # the metrics callback stored a new score
+            self.seen_modes = modes
+            self._emit(trainer, step, {"low_modes": float(modes) < self.min_modes})
+
+    def _losses(self, step: int, m: dict[str, float]) -> dict[str, bool]:
+        if m["train/d_real"] > self.d_real_above and m["train/d_fake"] < self.d_fake_below:
+            self.streak_start = step if self.streak_start is None else self.streak_start
+        else:
+            self.streak_start = None
+        nonfinite = not all(math.isfinite(m[k]) for k in ("train/d_loss", "train/g_loss"))
+        return {"d_wins": self.streak_start is not None and step - self.streak_start >= self.window, "nonfinite": nonfinite}
+
+    def _emit(self, trainer: pl.Trainer, step: int, signals: dict[str, bool]) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics({f"health/{name}": float(on) for name, on in signals.items()}, step=step)
+        messages = {
+            "d_wins": f"D wins outright: D(x) > {self.d_real_above} and D(G(z)) < {self.d_fake_below} for {self.window} iterations (G gets no gradient)",
+            "nonfinite": "a loss is NaN or infinite",
+            "low_modes": f"the samples cover fewer than {self.min_modes} classes (mode collapse)",
+        }
+        for name, on in signals.items():
+            if on and name not in self.reported:
+                self.reported.add(name)
+                log.warning("Training health, step %d: %s.%s", step, messages[name], " Stopping (callbacks.health.action=stop)." if self.action == "stop" else "")
+                if self.action == "stop":
+                    trainer.should_stop = True

@@ -1,4 +1,4 @@
-"""Score a checkpoint: `python -m gan.evaluate ckpt=<checkpoint or run folder> [n=10000] [k=3] [seed=0]`.
+"""Score a checkpoint: `python -m gan.evaluate ckpt=<checkpoint or run folder> [best=true] [n=10000] [k=3] [seed=0]`.
 
 Prints a table of the metrics and of the real-data floor (the training split against the test
 split), then one line of JSON with the keys fid, kid, is, precision, recall, modes_covered,
@@ -8,14 +8,12 @@ kl_uniform, n and floor.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
+from typing import Optional
 
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from gan.errors import UserError
+from gan.cli import run
 from gan.metrics.evaluator import METRICS, Evaluator
 from gan.runs import load_generator
 
@@ -27,14 +25,8 @@ class Args:
     k: int = 3  # neighbours for precision and recall
     best: bool = False  # with a run folder: its best-FID checkpoint instead of last.ckpt
     seed: int = 0  # the evaluation noise
-
-
-def parse(argv: list[str], schema: type, usage: str) -> object:
-    """key=value arguments checked against a dataclass: one clear message for a bad one."""
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(argv)))
-    except OmegaConfBaseException as exc:
-        raise UserError(f"{' '.join(str(exc).split())}. Usage: {usage.splitlines()[0]}") from None
+    features: str = "classifier"  # classifier (offline) | inception (needs inception_weights)
+    inception_weights: Optional[str] = None  # torch-fidelity's Inception-v3 weights file
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:
@@ -47,7 +39,8 @@ def table(rows: dict[str, dict[str, float]]) -> str:
 
 def evaluate(args: Args) -> dict:
     generator, cfg, ckpt = load_generator(args.ckpt, args.best)
-    evaluator = Evaluator(instantiate(cfg.data), n=args.n, k=args.k, seed=args.seed)
+    evaluator = Evaluator(instantiate(cfg.data), n=args.n, k=args.k, seed=args.seed,
+                          features=args.features, inception_weights=args.inception_weights)
     result = evaluator(generator, cfg.model.latent_dim)
     result["floor"] = evaluator.floor()
     print(f"{ckpt}: {args.n} samples against the test split (feature classifier: {100 * evaluator.accuracy:.2f}% test accuracy)")
@@ -56,11 +49,7 @@ def evaluate(args: Args) -> dict:
 
 
 def main() -> None:
-    try:
-        result = evaluate(parse(sys.argv[1:], Args, __doc__))
-    except UserError as exc:
-        sys.exit(f"error: {exc}")
-    print(json.dumps(result))
+    print(json.dumps(run(evaluate, Args, __doc__)))
 
 
 if __name__ == "__main__":

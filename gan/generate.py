@@ -1,4 +1,4 @@
-"""Write samples of a checkpoint: `python -m gan.generate ckpt=<checkpoint or run folder> [n=64] [out=samples.png] [seed=0]`.
+"""Write samples: `python -m gan.generate ckpt=<checkpoint or run folder> [best=true] [n=64] [out=samples.png|.npy] [seed=0]`.
 
 `out` ending in .png writes a grid (sqrt(n) per row); ending in .npy writes the n samples as
 float32 in [-1, 1], shaped n x C x H x W.
@@ -7,15 +7,14 @@ float32 in [-1, 1], shaped n x C x H x W.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torchvision.utils import save_image
 
+from gan.cli import run
 from gan.errors import UserError
-from gan.evaluate import parse
 from gan.runs import generate, load_generator
 
 
@@ -43,11 +42,7 @@ def write(args: Args) -> Path:
 
 
 def main() -> None:
-    try:
-        out = write(parse(sys.argv[1:], Args, __doc__))
-    except UserError as exc:
-        sys.exit(f"error: {exc}")
-    print(out)
+    print(run(write, Args, __doc__))
 
 
 if __name__ == "__main__":

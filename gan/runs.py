@@ -20,7 +20,7 @@ def resolve_checkpoint(path: str | None, name: str = "last.ckpt") -> str | None:
     if p.is_dir():
         p = p / "checkpoints" / name
     if not p.is_file():
-        raise UserError(f"ckpt_path={path}: no checkpoint there (give a .ckpt file or a run folder holding checkpoints/{name}).")
+        raise UserError(f"{path}: no checkpoint there (give a .ckpt file or a run folder holding checkpoints/{name}).")
     return str(p)
 
 

@@ -110,10 +110,20 @@ class MetricsArgs(Closed):
     n: Annotated[int, Field(strict=True, ge=2)]
     k: PosInt
     seed: NonNegInt
+    features: Literal["classifier", "inception"]
+    inception_weights: str | None
 
 
 class CheckpointArgs(Open):
     every_n_train_steps: NonNegInt | None = None  # 0: never on a step interval
+
+
+class HealthArgs(Open):
+    action: Literal["warn", "stop"]
+    window: PosInt
+    d_real_above: Annotated[float, Field(ge=0, le=1)]
+    d_fake_below: Annotated[float, Field(ge=0, le=1)]
+    min_modes: NonNegInt
 
 
 class Callbacks(BaseModel):
@@ -125,6 +135,7 @@ class Callbacks(BaseModel):
     checkpoint: CheckpointArgs | None = None
     last: CheckpointArgs | None = None
     best: CheckpointArgs | None = None
+    health: HealthArgs | None = None
 
 
 class TrainConfig(Closed):

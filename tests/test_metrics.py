@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hydra.errors import InstantiationException
 
 from gan.data import FashionMNISTDataModule, MNISTDataModule
 from gan.errors import UserError
@@ -170,3 +171,49 @@ def test_optimized_metric_must_be_one_the_run_reports(tmp_path):
         train(make_cfg(*quick("optimized_metric=metrics/fid"), run_dir=tmp_path))
     with pytest.raises(UserError, match="optimized_metric=train/nosuch is not reported"):
         train(make_cfg(*quick("optimized_metric=train/nosuch"), run_dir=tmp_path))
+
+
+@pytest.mark.slow
+def test_health_monitor_flags_low_mode_coverage(mnist_classifier, tmp_path, caplog):
+    cfg = make_cfg(*quick("eval_every=6", "metrics.n=200", "callbacks.health.min_modes=11"), run_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="gan.callbacks"):
+        train(cfg)
+    assert sum("fewer than 11 classes" in r.getMessage() for r in caplog.records) == 1
+    assert [e.value for e in events(tmp_path).Scalars("health/low_modes")] == [1.0, 1.0]
+
+
+def random_inception_weights(path, monkeypatch) -> str:
+    """A weights file of the right layout with random values (the real one cannot be fetched here)."""
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    with monkeypatch.context() as mp:
+        mp.setattr(fe.torch, "load", lambda *args, **kwargs: None)
+        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *args, **kwargs: None)
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="unused")
+    torch.save(net.state_dict(), path)
+    return str(path)
+
+
+def test_inception_features_without_weights_stop_with_what_to_do(tmp_path):
+    # Hydra wraps what a config-built callback raises in its own (also traceback-free) error
+    with pytest.raises(InstantiationException, match="needs the Inception-v3 weights on disk.*metrics.features=classifier"):
+        train(make_cfg(*quick("eval_every=6", "metrics.features=inception", f"metrics.inception_weights={tmp_path}/none.pth"),
+                       run_dir=tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_inception_features_from_a_local_weights_file(mnist_features, tmp_path, monkeypatch):
+    from gan.metrics.inception import InceptionFeatures
+
+    inception = InceptionFeatures(random_inception_weights(tmp_path / "inception.pth", monkeypatch))
+    real_images = mnist_features["train_images"][:12]
+    feats = inception.features(real_images)
+    assert feats["hidden"].shape == (12, 2048) and feats["logits"].shape == (12, 1008)
+    own = mnist_features["net"].features(real_images)
+    real = {**feats, "class_logits": own["class_logits"]}
+    noise = torch.rand(12, 1, 28, 28) * 2 - 1
+    fake = {**inception.features(noise), "class_logits": mnist_features["net"].features(noise)["class_logits"]}
+    result = score(real, fake)
+    assert all(math.isfinite(result[key]) for key in ("fid", "kid", "is", "precision", "recall", "kl_uniform"))
+    assert score(real, real)["fid"] == pytest.approx(0, abs=1e-3)

@@ -113,7 +113,7 @@ def test_without_the_checkpoint_callback_no_lightning_default_checkpoints_appear
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(UserError, match="ckpt_path=.*no checkpoint there"):
+    with pytest.raises(UserError, match="nope.ckpt: no checkpoint there"):
         train(make_cfg(*quick(f"ckpt_path={tmp_path / 'nope.ckpt'}"), run_dir=tmp_path))
 
 
@@ -193,3 +193,29 @@ def test_other_loggers(logger, mnist_root, tmp_path):
         header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
         assert set(LOGGED_METRICS) <= set(header)
         assert "model.latent_dim" in (tmp_path / "csv" / "hparams.yaml").read_text()
+
+
+@pytest.mark.parametrize("action", ["warn", "stop"])
+def test_health_monitor_flags_a_discriminator_that_wins_outright(action, mnist_root, tmp_path, caplog):
+    # lr 0 for G and a fast D: D separates reals from the frozen G's fakes within a few iterations.
+    cfg = make_cfg(*quick("trainer.max_steps=60", "trainer.log_every_n_steps=2", "optimizer.generator.lr=1e-12",
+                          "optimizer.discriminator.lr=2e-3", "callbacks.health.window=10", f"callbacks.health.action={action}"),
+                   run_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="gan.callbacks"):
+        train(cfg)
+    warnings = [r.getMessage() for r in caplog.records if "D wins outright" in r.getMessage()]
+    assert len(warnings) == 1  # once, not every step
+    flags = {e.step: e.value for e in events(tmp_path).Scalars("health/d_wins")}
+    first = min(step for step, on in flags.items() if on)
+    assert all(on == 0 for step, on in flags.items() if step < first)
+    last_step = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    assert last_step == (first if action == "stop" else 60)
+
+
+def test_health_monitor_flags_nonfinite_losses(mnist_root, tmp_path, caplog):
+    cfg = make_cfg(*quick("optimizer.lr=1e30", "optimizer=sgd", "trainer.log_every_n_steps=1", "callbacks.health.action=stop"),
+                   run_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="gan.callbacks"):
+        train(cfg)
+    assert any("NaN or infinite" in r.getMessage() for r in caplog.records)
+    assert max(e.value for e in events(tmp_path).Scalars("health/nonfinite")) == 1

@@ -9,20 +9,25 @@ import pytorch_lightning as pl
 import torch
 
 from gan.metrics.evaluator import METRICS, Evaluator
+from gan.metrics.inception import InceptionFeatures
 
 log = logging.getLogger(__name__)
 TAGS = tuple(f"metrics/{name}" for name in METRICS)
 
 
 class EvaluateMetrics(pl.Callback):
-    def __init__(self, every_n_steps: int, n: int = 10_000, k: int = 3, seed: int = 0):
-        self.every_n_steps, self.n, self.k, self.seed = every_n_steps, n, k, seed
+    def __init__(self, every_n_steps: int, n: int = 10_000, k: int = 3, seed: int = 0,
+                 features: str = "classifier", inception_weights: str | None = None):
+        self.every_n_steps = every_n_steps
+        if every_n_steps and features == "inception":
+            InceptionFeatures.check(inception_weights)  # before the Trainer exists, not at the first evaluation
+        self.options = {"n": n, "k": k, "seed": seed, "features": features, "inception_weights": inception_weights}
         self.evaluator: Evaluator | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Before the first iteration: a missing classifier is trained (and cached) now, not mid-run.
         if self.every_n_steps and self.evaluator is None:
-            self.evaluator = Evaluator(trainer.datamodule, n=self.n, k=self.k, seed=self.seed)
+            self.evaluator = Evaluator(trainer.datamodule, **self.options)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         step = trainer.global_step

@@ -56,7 +56,7 @@ class Classifier(nn.Module):
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
-        """`conv`, `hidden` and `logits` of images in [-1, 1], in batches, on the CPU."""
+        """`conv`, `hidden` and `logits` (also as `class_logits`) of images in [-1, 1], on the CPU."""
         device = next(self.parameters()).device
         out: dict[str, list[torch.Tensor]] = {"conv": [], "hidden": [], "logits": []}
         for chunk in images.split(batch_size):
@@ -64,7 +64,8 @@ class Classifier(nn.Module):
             hidden = self.hidden(conv)
             for name, value in (("conv", conv), ("hidden", hidden), ("logits", self.head(hidden))):
                 out[name].append(value.cpu())
-        return {name: torch.cat(parts) for name, parts in out.items()}
+        features = {name: torch.cat(parts) for name, parts in out.items()}
+        return {**features, "class_logits": features["logits"]}
 
 
 def cache_dir() -> Path:

@@ -82,9 +82,10 @@ def mode_coverage(logits: torch.Tensor) -> tuple[torch.Tensor, int, float]:
 
 
 def score(real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor], k: int = 3) -> dict[str, float]:
-    """Every metric between two feature sets, as `Classifier.features` returns them."""
+    """Every metric between two feature sets: `hidden` for FID and KID, `conv` for precision and
+    recall, `logits` for IS, and `class_logits` (the dataset classifier's) for mode coverage."""
     precision, recall = precision_recall(real["conv"], fake["conv"], k)
-    _, covered, kl = mode_coverage(fake["logits"])
+    _, covered, kl = mode_coverage(fake["class_logits"])
     return {
         "fid": fid(real["hidden"], fake["hidden"]),
         "kid": kid(real["hidden"], fake["hidden"]),

@@ -1,0 +1,52 @@
+"""Inception-v3 features (the network of the original TF FID, via torch-fidelity) from a local
+weights file, for users who have one: `metrics.features=inception metrics.inception_weights=<file>`.
+
+Nothing is downloaded: without the file the run stops with a message saying what to fetch.
+Grey images are repeated to three channels and scaled to uint8, as torch-fidelity expects; it
+resizes them to 299x299 itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from gan.errors import UserError
+
+WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
+
+
+class InceptionFeatures:
+    def __init__(self, weights: str | None):
+        self.check(weights)
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                               feature_extractor_weights_path=str(Path(weights).expanduser()))
+
+    @staticmethod
+    def check(weights: str | None) -> None:
+        """Stop with what to do when the weights file or torch-fidelity is missing."""
+        if not weights or not Path(weights).expanduser().is_file():
+            raise UserError(
+                f"metrics.features=inception needs the Inception-v3 weights on disk, and metrics.inception_weights={weights} "
+                f"is not a file. Where you are online, download torch-fidelity's {WEIGHTS} and point "
+                f"metrics.inception_weights at it, or use metrics.features=classifier (works offline)."
+            )
+        try:
+            import torch_fidelity  # noqa: F401
+        except ImportError:
+            raise UserError('metrics.features=inception needs torch-fidelity: pip install -e ".[inception]"') from None
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 100) -> dict[str, torch.Tensor]:
+        """The 2048-d pool features (FID, KID, precision/recall) and the 1008-way logits (IS)."""
+        pool, logits = [], []
+        for chunk in images.split(batch_size):
+            rgb = ((chunk.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1)
+            a, b = self.net(rgb)
+            pool.append(a)
+            logits.append(b)
+        pool_features = torch.cat(pool)
+        return {"conv": pool_features, "hidden": pool_features, "logits": torch.cat(logits)}
