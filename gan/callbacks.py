@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 class SampleGrid(pl.Callback):
     """An nrow x nrow grid of G(z) for one *fixed* noise batch, every `every_n_steps` GAN
     iterations and at the end: TensorBoard image `samples` and `<dirpath>/<step>.png`.
+    A conditional generator gets one row per class instead, `nrow` samples wide, the same
+    noise down each column. The EMA generator draws it when the run keeps one.
 
     The noise comes from its own generator seeded by `seed` (so it does not shift the
     training noise) and is saved in checkpoints, so a resumed run keeps drawing the same grid.
@@ -25,12 +28,18 @@ class SampleGrid(pl.Callback):
     def __init__(self, dirpath: str, every_n_steps: int = 200, nrow: int = 5, seed: int = 0):
         self.dirpath, self.every_n_steps, self.nrow, self.seed = Path(dirpath), every_n_steps, nrow, seed
         self.noise: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
         self._last_written = -1
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        classes = pl_module.num_classes
+        if classes is not None:
+            self.labels = torch.arange(classes).repeat_interleave(self.nrow)
         if self.noise is None:
-            generator = torch.Generator().manual_seed(self.seed)
-            self.noise = torch.randn(self.nrow**2, pl_module.latent_dim, generator=generator)
+            rng = torch.Generator().manual_seed(self.seed)
+            self.noise = pl_module.generator.draw_noise(self.nrow if classes else self.nrow**2, rng)
+            if classes is not None:
+                self.noise = self.noise.repeat(classes, 1)
 
     def state_dict(self) -> dict:
         return {"noise": self.noise}
@@ -49,7 +58,8 @@ class SampleGrid(pl.Callback):
         step = trainer.global_step
         if step == self._last_written:
             return
-        images = pl_module.sample(self.noise.to(pl_module.device, pl_module.dtype))
+        labels = None if self.labels is None else self.labels.to(pl_module.device)
+        images = pl_module.sample(self.noise.to(pl_module.device, pl_module.dtype), labels, net=pl_module.eval_generator)
         grid = make_grid(images.float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / f"{step}.png")
@@ -57,6 +67,22 @@ class SampleGrid(pl.Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, step)
         self._last_written = step
+
+
+class Checkpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, its saved state keyed by `name` too: Lightning refuses two
+    ModelCheckpoints with the same monitor and interval (`checkpoint` and `last` both every
+    500 steps) because their states would collide in the checkpoint file."""
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(**kwargs)
+        self.name = name
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(name=self.name, monitor=self.monitor, mode=self.mode,
+                                        every_n_train_steps=self._every_n_train_steps,
+                                        every_n_epochs=self._every_n_epochs, train_time_interval=self._train_time_interval)
 
 
 class ExceptionCheckpoint(pl.Callback):
@@ -74,7 +100,8 @@ class ExceptionCheckpoint(pl.Callback):
 class HealthMonitor(pl.Callback):
     """Watches the scalars the run already logs (no extra device reads) and says, once per
     problem, when training has failed: D wins outright (mean D(x) above `d_real_above` and mean
-    D(G(z)) below `d_fake_below` at every logged step for `window` iterations), a loss is NaN or
+    D(G(z)) below `d_fake_below` at every logged step for `window` iterations; BCE losses only,
+    where that starves G of gradient and D's outputs are probabilities), a loss is NaN or
     infinite, or the samples cover fewer than `min_modes` classes (needs eval_every > 0).
     Logs health/d_wins, health/nonfinite and health/low_modes (0 or 1); `action=stop` also ends
     the run (last.ckpt is still written)."""
@@ -92,15 +119,16 @@ class HealthMonitor(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         step, metrics = trainer.global_step, trainer.callback_metrics
         if step % trainer.log_every_n_steps == 0 and "train/d_real" in metrics:
-            signals = self._losses(step, {k: float(v) for k, v in metrics.items() if k.startswith("train/")})
+            signals = self._losses(step, {k: float(v) for k, v in metrics.items() if k.startswith("train/")},
+                                   pl_module.loss.probabilities)
             self._emit(trainer, step, signals)
         modes = metrics.get("metrics/modes_covered")
         if modes is not None and modes is not self.seen_modes:  # the metrics callback stored a new score
             self.seen_modes = modes
             self._emit(trainer, step, {"low_modes": float(modes) < self.min_modes})
 
-    def _losses(self, step: int, m: dict[str, float]) -> dict[str, bool]:
-        if m["train/d_real"] > self.d_real_above and m["train/d_fake"] < self.d_fake_below:
+    def _losses(self, step: int, m: dict[str, float], probabilities: bool) -> dict[str, bool]:
+        if probabilities and m["train/d_real"] > self.d_real_above and m["train/d_fake"] < self.d_fake_below:
             self.streak_start = step if self.streak_start is None else self.streak_start
         else:
             self.streak_start = None

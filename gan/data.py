@@ -61,7 +61,7 @@ class StepBatches:
 
 class TorchvisionImageDataModule(pl.LightningDataModule):
     """One torchvision dataset class's training split, scaled to [-1, 1] as the seed does
-    (x / 127.5 - 1), in memory on the training device."""
+    (x / 127.5 - 1), in memory on the training device with its labels."""
 
     dataset_class: type[datasets.VisionDataset]
     folder: str  # where torchvision expects the files under `root`
@@ -75,13 +75,20 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
         batches_per_step: int = 1,
         download: bool = True,
         seed: int = 0,
+        num_classes: int | None = None,
     ):
+        """`num_classes`: what the config promises the model (conditional networks size their
+        label embeddings from it); checked against the dataset's classes."""
         super().__init__()
+        self.num_classes = len(self.dataset_class.classes)
+        if num_classes is not None and num_classes != self.num_classes:
+            raise UserError(f"data.num_classes={num_classes} but {self.dataset_class.__name__} has {self.num_classes} classes.")
         self.root = Path(root).expanduser()
         self.batch_size, self.image_shape = batch_size, tuple(image_shape)
         self.sampling, self.batches_per_step = sampling, batches_per_step
         self.download, self.seed = download, seed
         self.images: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
 
     def _dataset(self, train: bool, download: bool):
         return self.dataset_class(str(self.root), train=train, download=download)
@@ -105,17 +112,13 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
         dataset = self._dataset(train=train, download=False)
         return dataset.data.unsqueeze(1).float().div_(127.5).sub_(1.0), dataset.targets
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.dataset_class.classes)
-
     def setup(self, stage: str | None = None) -> None:
         if self.images is not None:
             return
-        images, _ = self.split(train=True)
+        images, labels = self.split(train=True)
         if tuple(images.shape[1:]) != self.image_shape:
             raise UserError(f"data.image_shape={list(self.image_shape)} but {self.dataset_class.__name__} images are {list(images.shape[1:])}.")
-        self.images = images
+        self.images, self.labels = images, labels
 
     def train_dataloader(self) -> StepBatches:
         return StepBatches(
@@ -123,10 +126,12 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
             start_step=lambda: self.trainer.global_step if self.trainer is not None else 0,
         )
 
-    def transfer_batch_to_device(self, batch: torch.Tensor, device: torch.device, dataloader_idx: int) -> torch.Tensor:
+    def transfer_batch_to_device(self, batch: torch.Tensor, device: torch.device, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Index batch -> (images, labels) on `device`."""
         if self.images.device != device:
-            self.images = self.images.to(device)
-        return self.images[batch.to(device, non_blocking=True)]
+            self.images, self.labels = self.images.to(device), self.labels.to(device)
+        index = batch.to(device, non_blocking=True)
+        return self.images[index], self.labels[index]
 
 
 class MNISTDataModule(TorchvisionImageDataModule):

@@ -1,4 +1,4 @@
-"""Score a checkpoint: `python -m gan.evaluate ckpt=<checkpoint or run folder> [best=true] [n=10000] [k=3] [seed=0]`.
+"""Score a checkpoint: `python -m gan.evaluate ckpt=<checkpoint or run folder> [best=true] [n=10000] [k=3] [seed=0] [ema=true]`.
 
 Prints a table of the metrics and of the real-data floor (the training split against the test
 split), then one line of JSON with the keys fid, kid, is, precision, recall, modes_covered,
@@ -27,6 +27,7 @@ class Args:
     seed: int = 0  # the evaluation noise
     features: str = "classifier"  # classifier (offline) | inception (needs inception_weights)
     inception_weights: Optional[str] = None  # torch-fidelity's Inception-v3 weights file
+    ema: bool = True  # a run with gan.ema_decay: score the weight average (false: the trained generator)
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:
@@ -38,10 +39,10 @@ def table(rows: dict[str, dict[str, float]]) -> str:
 
 
 def evaluate(args: Args) -> dict:
-    generator, cfg, ckpt = load_generator(args.ckpt, args.best)
+    generator, cfg, ckpt = load_generator(args.ckpt, args.best, args.ema)
     evaluator = Evaluator(instantiate(cfg.data), n=args.n, k=args.k, seed=args.seed,
                           features=args.features, inception_weights=args.inception_weights)
-    result = evaluator(generator, cfg.model.latent_dim)
+    result = evaluator(generator)
     result["floor"] = evaluator.floor()
     print(f"{ckpt}: {args.n} samples against the test split (feature classifier: {100 * evaluator.accuracy:.2f}% test accuracy)")
     print(table({"generated": result, "real floor": result["floor"]}))

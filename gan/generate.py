@@ -1,13 +1,16 @@
-"""Write samples: `python -m gan.generate ckpt=<checkpoint or run folder> [best=true] [n=64] [out=samples.png|.npy] [seed=0]`.
+"""Write samples: `python -m gan.generate ckpt=<checkpoint or run folder> [best=true] [n=64] [out=samples.png|.npy] [seed=0]
+[label=3] [ema=true]`.
 
 `out` ending in .png writes a grid (sqrt(n) per row); ending in .npy writes the n samples as
-float32 in [-1, 1], shaped n x C x H x W.
+float32 in [-1, 1], shaped n x C x H x W. A conditional generator draws class `label`, or
+every class in turn when no label is given.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +28,16 @@ class Args:
     out: str = "samples.png"  # .png: a grid; .npy: the raw samples
     best: bool = False  # with a run folder: its best-FID checkpoint instead of last.ckpt
     seed: int = 0  # the noise: same seed, same samples
+    label: Optional[int] = None  # conditional runs: the class to draw (default: all classes in turn)
+    ema: bool = True  # a run with gan.ema_decay: the weight average (false: the trained generator)
 
 
 def write(args: Args) -> Path:
     out = Path(args.out)
     if out.suffix not in (".png", ".npy") or args.n < 1:
         raise UserError(f"out={args.out} n={args.n}: out must end in .png or .npy and n be at least 1.")
-    generator, cfg, _ = load_generator(args.ckpt, args.best)
-    samples = generate(generator, args.n, cfg.model.latent_dim, args.seed)
+    generator, _, _ = load_generator(args.ckpt, args.best, args.ema)
+    samples = generate(generator, args.n, args.seed, args.label)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, samples.numpy().astype(np.float32))

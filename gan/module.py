@@ -6,6 +6,10 @@ Defaults follow the seed (the Keras `gan.py` example), step by step:
      second one on the fakes (label 0). `d_update=joint` takes one step on the summed loss.
   2. G step: fresh noise through G (training mode) and a frozen D, target label 1
      (non-saturating loss). Only G's optimizer steps.
+  3. With `ema_decay`, the moving average of G's weights takes one step.
+The objective is the `loss` object's (gan/losses.py; the seed's is NonSaturating). Conditional
+runs feed the real batch's labels to D with the reals and with the fakes made for it; G's own
+step draws its labels uniformly.
 `trainer.global_step` counts G updates only: the D steps go through the strategy directly, so
 `max_steps`, logging, sampling and checkpoint intervals all count GAN iterations.
 """
@@ -17,9 +21,11 @@ from typing import Callable
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from gan.losses import Loss, NonSaturating, gradient_penalty, r1_penalty
 
 D_UPDATES = ("two_steps", "joint")
 FAKES_MODES = ("eval", "train")
@@ -47,18 +53,15 @@ def mode(net: nn.Module, training: bool):
         net.train(was_training)
 
 
-def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
-
-
-def d_statistics(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    """What the seed prints for D (mean of the real and fake losses, binary accuracy at 0.5),
-    plus the mean D(x) and D(G(z))."""
+def d_statistics(real_logits: torch.Tensor, fake_logits: torch.Tensor, loss: Loss) -> dict[str, torch.Tensor]:
+    """What the seed prints for D (the mean of its losses on the real and the fake batch, its
+    accuracy), plus its mean output on each: P(real) for the BCE losses, the raw score otherwise."""
+    real, fake = loss.outputs(real_logits), loss.outputs(fake_logits)
     return {
-        "train/d_loss": (bce(real_logits, 1.0) + bce(fake_logits, 0.0)) / 2,
-        "train/d_real": torch.sigmoid(real_logits).mean(),
-        "train/d_fake": torch.sigmoid(fake_logits).mean(),
-        "train/d_acc": ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean()) / 2,
+        "train/d_loss": (loss.d_real(real_logits) + loss.d_fake(fake_logits)) / 2,
+        "train/d_real": real.mean(),
+        "train/d_fake": fake.mean(),
+        "train/d_acc": ((real > loss.threshold).float().mean() + (fake < loss.threshold).float().mean()) / 2,
     }
 
 
@@ -69,9 +72,10 @@ class GAN(pl.LightningModule):
         discriminator: nn.Module,
         g_optimizer: Callable[..., Optimizer],
         d_optimizer: Callable[..., Optimizer],
-        latent_dim: int,
+        loss: Loss | None = None,
         d_update: str = "two_steps",
         fakes_mode: str = "eval",
+        ema_decay: float | None = None,
         config: dict | None = None,
     ):
         """`config`: the run's config, saved in every checkpoint so that a checkpoint alone can
@@ -79,33 +83,56 @@ class GAN(pl.LightningModule):
         super().__init__()
         if d_update not in D_UPDATES or fakes_mode not in FAKES_MODES:
             raise ValueError(f"d_update must be one of {D_UPDATES}, fakes_mode one of {FAKES_MODES}")
+        self.loss = loss or NonSaturating()
         self.automatic_optimization = False
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
-        self.latent_dim = latent_dim
+        self.latent_dim, self.num_classes = generator.latent_dim, generator.num_classes
         self.d_update, self.fakes_mode = d_update, fakes_mode
+        self.generator_ema = None
+        if ema_decay is not None:
+            # Parameters averaged (torch's EMA); buffers (BatchNorm running statistics) copied
+            # from G after each update, as averaging statistics of other weights means nothing.
+            self.generator_ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False)
+            self.generator_ema.requires_grad_(False)
         self.config = config
+        self.penalties: dict[str, torch.Tensor] = {}
+
+    @property
+    def eval_generator(self) -> nn.Module:
+        """The generator that samples, metrics and gan.generate use: the EMA one when there is one."""
+        return self.generator if self.generator_ema is None else self.generator_ema.module
 
     def configure_optimizers(self):
         return self.g_optimizer(self.generator.parameters()), self.d_optimizer(self.discriminator.parameters())
 
     def noise(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, device=self.device, dtype=self.dtype)
+        return self.generator.draw_noise(n, device=self.device, dtype=self.dtype)
+
+    def random_labels(self, n: int) -> torch.Tensor | None:
+        return None if self.num_classes is None else torch.randint(self.num_classes, (n,), device=self.device)
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor, training: bool = False) -> torch.Tensor:
+    def sample(self, z: torch.Tensor, labels: torch.Tensor | None = None, training: bool = False,
+               net: nn.Module | None = None) -> torch.Tensor:
         """G(z) without gradients; in inference mode unless `training` (then BatchNorm uses and
-        updates batch statistics, as a forward pass in training mode does)."""
-        with mode(self.generator, training):
-            return self.generator(z)
+        updates batch statistics, as a forward pass in training mode does). `net`: another
+        generator (the EMA one) instead of the trained G."""
+        net = self.generator if net is None else net
+        with mode(net, training):
+            return net(z, labels)
 
-    def training_step(self, reals: torch.Tensor) -> None:
-        """`reals` is (n_critic, batch, C, H, W): one D step per real batch, then one G step
-        (train.py has the datamodule draw `gan.n_critic` real batches per iteration)."""
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """`batch` is images (n_critic, batch, C, H, W) and their labels (n_critic, batch): one
+        D step per real batch, then one G step (train.py has the datamodule draw `gan.n_critic`
+        real batches per iteration)."""
+        reals, labels = batch
         g_opt, d_opt = self.optimizers()
-        for real in reals.to(self.dtype):  # the images are float32; a `*-true` precision casts the nets
-            real_logits, fake_logits = self.discriminator_step(real, d_opt)
+        for real, y in zip(reals.to(self.dtype), labels):  # the images are float32; a `*-true` precision casts the nets
+            real_logits, fake_logits = self.discriminator_step(real, y if self.num_classes else None, d_opt)
         g_loss = self.generator_step(len(reals[0]), g_opt)
+        if self.generator_ema is not None:
+            self.update_ema()
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self.log_train_scalars(real_logits, fake_logits, g_loss)
 
@@ -114,36 +141,58 @@ class GAN(pl.LightningModule):
         `self.log` costs about as much as a small layer's forward pass on the CPU. Logging
         `step` puts the scalars at the iteration count, where the grids and checkpoints are."""
         g_opt, d_opt = self.optimizers()
-        stats = d_statistics(real_logits, fake_logits)
+        stats = d_statistics(real_logits, fake_logits, self.loss)
         self.log_dict({"train/d_loss": stats.pop("train/d_loss"), "train/g_loss": g_loss}, prog_bar=True)
         self.log_dict({
             **stats,
+            **self.penalties,
             "train/lr_g": g_opt.param_groups[0]["lr"],
             "train/lr_d": d_opt.param_groups[0]["lr"],
             "step": float(self.global_step),
         })
 
-    def discriminator_step(self, real: torch.Tensor, d_opt) -> tuple[torch.Tensor, torch.Tensor]:
+    def discriminator_step(self, real: torch.Tensor, labels: torch.Tensor | None, d_opt) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns D's logits on the real and fake batch, each as computed before the update
-        that used it (what Keras's `train_on_batch` reports)."""
-        fake = self.sample(self.noise(len(real)), training=self.fakes_mode == "train")
+        that used it (what Keras's `train_on_batch` reports). R1 joins the real term, the
+        gradient penalty (which needs both batches) the fake term or the joint loss."""
+        fake = self.sample(self.noise(len(real)), labels, training=self.fakes_mode == "train")
+        if self.loss.r1_gamma:
+            real = real.detach().requires_grad_(True)
+        real_logits = self.discriminator(real, labels)
+        real_loss = self.loss.d_real(real_logits)
+        if self.loss.r1_gamma:
+            self.penalties["train/r1"] = r1_penalty(real_logits, real)
+            real_loss = real_loss + self.loss.r1_gamma / 2 * self.penalties["train/r1"]
         if self.d_update == "two_steps":
-            real_logits = self.discriminator(real)
-            self._d_step(d_opt, bce(real_logits, 1.0))
-            fake_logits = self.discriminator(fake)
-            self._d_step(d_opt, bce(fake_logits, 0.0))
+            self._d_step(d_opt, real_loss)
+            fake_logits = self.discriminator(fake, labels)
+            self._d_step(d_opt, self.loss.d_fake(fake_logits) + self.gradient_penalty(real, fake, labels))
         else:
-            real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
-            self._d_step(d_opt, bce(real_logits, 1.0) + bce(fake_logits, 0.0))
+            fake_logits = self.discriminator(fake, labels)
+            self._d_step(d_opt, real_loss + self.loss.d_fake(fake_logits) + self.gradient_penalty(real, fake, labels))
+        self.penalties = {k: v.detach() for k, v in self.penalties.items()}
         return real_logits.detach(), fake_logits.detach()
 
+    def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | float:
+        if not self.loss.gradient_penalty:
+            return 0.0
+        self.penalties["train/gp"] = gradient_penalty(self.discriminator, real, fake, labels)
+        return self.loss.gradient_penalty * self.penalties["train/gp"]
+
     def generator_step(self, batch_size: int, g_opt) -> torch.Tensor:
+        labels = self.random_labels(batch_size)
         with frozen(self.discriminator):
-            loss = bce(self.discriminator(self.generator(self.noise(batch_size))), 1.0)
+            loss = self.loss.g(self.discriminator(self.generator(self.noise(batch_size), labels), labels))
             g_opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             g_opt.step()  # a LightningOptimizer step: advances global_step by one
         return loss.detach()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        self.generator_ema.update_parameters(self.generator)
+        for averaged, live in zip(self.generator_ema.module.buffers(), self.generator.buffers()):
+            averaged.copy_(live)
 
     def _d_step(self, d_opt, loss: torch.Tensor) -> None:
         d_opt.zero_grad(set_to_none=True)

@@ -24,9 +24,9 @@ def resolve_checkpoint(path: str | None, name: str = "last.ckpt") -> str | None:
     return str(p)
 
 
-def load_generator(path: str, best: bool = False) -> tuple[nn.Module, DictConfig, str]:
+def load_generator(path: str, best: bool = False, ema: bool = True) -> tuple[nn.Module, DictConfig, str]:
     """The generator of a run folder's last (or best-FID) checkpoint, or of a given .ckpt, in
-    eval mode on the CPU."""
+    eval mode on the CPU: the weight average when the run kept one (`gan.ema_decay`) and `ema`."""
     ckpt = resolve_checkpoint(path, "best_fid.ckpt" if best else "last.ckpt")
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
     if checkpoint.get("config") is None:
@@ -34,14 +34,34 @@ def load_generator(path: str, best: bool = False) -> tuple[nn.Module, DictConfig
     cfg = OmegaConf.create(checkpoint["config"])
     generator = instantiate(cfg.model.generator)
     state = checkpoint["state_dict"]
-    generator.load_state_dict({k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")})
+    prefix = "generator_ema.module." if ema and any(k.startswith("generator_ema.") for k in state) else "generator."
+    generator.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
     return generator.eval(), cfg, ckpt
 
 
+def balanced_labels(n: int, num_classes: int | None, label: int | None = None) -> torch.Tensor | None:
+    """Labels for n samples of a conditional generator: all `label`, or the classes in turn
+    (0, 1, ..., 9, 0, 1, ...); None for an unconditional one (which must not be given a label)."""
+    if num_classes is None:
+        if label is not None:
+            raise UserError(f"label={label}: this generator is not conditional (model.conditional=false), so it takes no class.")
+        return None
+    if label is None:
+        return torch.arange(n) % num_classes
+    if not 0 <= label < num_classes:
+        raise UserError(f"label={label}: this generator knows classes 0 to {num_classes - 1}.")
+    return torch.full((n,), label)
+
+
 @torch.no_grad()
-def generate(generator: nn.Module, n: int, latent_dim: int, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
-    """n samples in [-1, 1] from a fixed noise (same seed, same samples), on the CPU."""
-    noise = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
-    device = next(generator.parameters()).device
-    dtype = next(generator.parameters()).dtype
-    return torch.cat([generator(z.to(device, dtype)).float().cpu() for z in noise.split(batch_size)])
+def generate(generator: nn.Module, n: int, seed: int = 0, label: int | None = None, batch_size: int = 1000) -> torch.Tensor:
+    """n samples in [-1, 1] from a fixed noise (same seed, same samples), on the CPU; a
+    conditional generator gets `balanced_labels`."""
+    noise = generator.draw_noise(n, torch.Generator().manual_seed(seed))
+    labels = balanced_labels(n, generator.num_classes, label)
+    parameter = next(generator.parameters())
+    chunks = []
+    for i in range(0, n, batch_size):
+        y = None if labels is None else labels[i : i + batch_size].to(parameter.device)
+        chunks.append(generator(noise[i : i + batch_size].to(parameter.device, parameter.dtype), y).float().cpu())
+    return torch.cat(chunks)

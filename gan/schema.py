@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gan.data import SAMPLINGS
 from gan.errors import UserError
 from gan.module import D_UPDATES, FAKES_MODES
-from gan.networks import INITS
+from gan.networks import CONDITIONINGS, INITS, NOISES
 
 PosInt = Annotated[int, Field(strict=True, gt=0)]
 NonNegInt = Annotated[int, Field(strict=True, ge=0)]
@@ -42,6 +42,7 @@ class Data(Closed):
     root: str
     batch_size: PosInt
     image_shape: tuple[PosInt, PosInt, PosInt]
+    num_classes: Annotated[int, Field(strict=True, ge=2)]
     sampling: Literal[SAMPLINGS]
     download: bool
     seed: NonNegInt
@@ -49,6 +50,7 @@ class Data(Closed):
 
 class Network(Open):
     hidden_dims: Annotated[list[PosInt], Field(min_length=1)] | None = None
+    width: PosInt | None = None
     latent_dim: PosInt | None = None
     negative_slope: NonNegFloat | None = None
     batch_norm: bool | None = None
@@ -59,8 +61,13 @@ class Network(Open):
 
 class Model(Closed):
     latent_dim: PosInt
+    noise: Literal[NOISES]
     negative_slope: NonNegFloat
     init: Literal[INITS]
+    conditional: bool
+    label_dim: PosInt
+    conditioning: Literal[CONDITIONINGS]
+    spectral_norm: bool
     generator: Network
     discriminator: Network
 
@@ -95,10 +102,18 @@ class Trainer(Open):
     log_every_n_steps: PosInt
 
 
+class Loss(Closed):
+    target: str = Field(alias="_target_")
+    real_label: Annotated[float, Field(gt=0, le=1)] | None = None
+    gradient_penalty: NonNegFloat
+    r1_gamma: NonNegFloat
+
+
 class Gan(Closed):
     n_critic: PosInt
     d_update: Literal[D_UPDATES]
     fakes_mode: Literal[FAKES_MODES]
+    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None
 
 
 class SampleGridArgs(Open):
@@ -148,6 +163,7 @@ class TrainConfig(Closed):
     run_dir: str
     data: Data
     model: Model
+    loss: Loss
     gan: Gan
     optimizer: Optimizer
     trainer: Trainer

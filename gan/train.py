@@ -7,6 +7,7 @@ import warnings
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -43,6 +44,16 @@ def check_optimizers(cfg: DictConfig) -> None:
             raise UserError(f"optimizer.{net} ({cfg.optimizer[net]._target_}) does not accept its arguments: {exc}") from None
 
 
+def build(cfg: DictConfig, key: str):
+    """instantiate(cfg.<key>), with a constructor's refusal (a DCGAN for 30x30 images) as a UserError naming the key."""
+    node = OmegaConf.select(cfg, key)
+    try:
+        return instantiate(node)
+    except InstantiationException as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        raise UserError(f"{key} ({node._target_}) cannot be built from this config: {cause}") from None
+
+
 def objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     if cfg.optimized_metric is None:
         return None
@@ -71,13 +82,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data, batches_per_step=cfg.gan.n_critic)  # one real batch per D step
     datamodule.prepare_data()  # a missing dataset stops the run here, before anything is built
     module = GAN(
-        generator=instantiate(cfg.model.generator),
-        discriminator=instantiate(cfg.model.discriminator),
+        generator=build(cfg, "model.generator"),
+        discriminator=build(cfg, "model.discriminator"),
         g_optimizer=instantiate(cfg.optimizer.generator),
         d_optimizer=instantiate(cfg.optimizer.discriminator),
-        latent_dim=cfg.model.latent_dim,
+        loss=build(cfg, "loss"),
         d_update=cfg.gan.d_update,
         fakes_mode=cfg.gan.fakes_mode,
+        ema_decay=cfg.gan.ema_decay,
         config=OmegaConf.to_container(cfg, resolve=False),  # interpolations such as the data root resolve where it is loaded
     )
     loggers = [instantiate(c) for c in cfg.logger.values()]

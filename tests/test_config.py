@@ -12,7 +12,7 @@ from gan.errors import UserError
 from gan.schema import validate
 from tests.conftest import CONF, make_cfg, run_cli
 
-GROUPS = ["data", "model", "optimizer", "trainer", "logger", "callbacks", "experiment", "debug"]
+GROUPS = ["data", "model", "loss", "optimizer", "trainer", "logger", "callbacks", "experiment", "debug"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
 
@@ -71,11 +71,18 @@ def test_shared_and_per_network_learning_rates():
         ("seed=-1", "seed", "greater than or equal to 0"),
         ("trainer.devices=2", "trainer.devices", "input should be 1"),
         ("callbacks.samples.nrow=0", "callbacks.samples.nrow", "greater than 0"),
+        ("gan.ema_decay=1.5", "gan.ema_decay", "less than 1"),
+        ("model.conditioning=sum", "model.conditioning", "'concat' or 'projection'"),
+        ("model.noise=gamma", "model.noise", "'normal' or 'uniform'"),
+        ("loss.real_label=0", "loss.real_label", "greater than 0"),
+        ("loss.r1_gamma=-1", "loss.r1_gamma", "greater than or equal to 0"),
+        ("model=dcgan model.generator.width=0", "model.generator.width", "greater than 0"),
+        ("data.num_classes=1", "data.num_classes", "greater than or equal to 2"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override, key, hint):
     with pytest.raises(UserError) as err:
-        validate(make_cfg(override))
+        validate(make_cfg(*override.split()))
     message = str(err.value)
     assert f"`{key}" in message and hint in message and "\n" not in message
 

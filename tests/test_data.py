@@ -51,8 +51,11 @@ def test_mnist_is_held_in_memory_scaled_like_the_seed(mnist_root):
     dm.setup("fit")
     assert dm.images.shape == (60000, 1, 28, 28) and dm.images.dtype == torch.float32
     assert dm.images.min() == -1 and dm.images.max() == 1
-    batch = dm.transfer_batch_to_device(next(iter(dm.train_dataloader())), torch.device("cpu"), 0)
-    assert batch.shape == (1, 32, 1, 28, 28)
+    index = next(iter(dm.train_dataloader()))
+    images, labels = dm.transfer_batch_to_device(index, torch.device("cpu"), 0)
+    assert images.shape == (1, 32, 1, 28, 28) and labels.shape == (1, 32)
+    assert torch.equal(images, dm.images[index]) and torch.equal(labels, dm.labels[index])  # each image with its digit
+    assert dm.labels.unique().tolist() == list(range(10)) and dm.num_classes == 10
 
 
 def test_missing_dataset_offline_gives_one_clear_message(tmp_path, monkeypatch):
@@ -71,3 +74,8 @@ def test_image_shape_must_match_the_files(mnist_root):
     dm = MNISTDataModule(root=mnist_root, image_shape=(3, 32, 32))
     with pytest.raises(UserError, match=r"data.image_shape=\[3, 32, 32\]"):
         dm.setup("fit")
+
+
+def test_num_classes_in_the_config_must_match_the_dataset(mnist_root):
+    with pytest.raises(UserError, match="data.num_classes=7 but MNIST has 10 classes"):
+        MNISTDataModule(root=mnist_root, num_classes=7)

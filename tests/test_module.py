@@ -11,19 +11,22 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from gan.module import GAN, bce, d_statistics
+from gan.losses import NonSaturating, bce
+from gan.module import GAN, d_statistics
 from tests.conftest import make_cfg
 
 
 class FixedBatches(pl.LightningDataModule):
-    """Random 'images' in [-1, 1], shaped as the module expects: (n_critic, batch, 1, 28, 28)."""
+    """Random 'images' in [-1, 1] and labels, shaped as the module expects: (n_critic, batch, 1, 28, 28)
+    and (n_critic, batch)."""
 
     def __init__(self, n_critic: int = 1, batch: int = 8):
         super().__init__()
         self.shape = (n_critic, batch, 1, 28, 28)
 
     def train_dataloader(self):
-        return torch.utils.data.DataLoader(torch.rand(100, *self.shape) * 2 - 1, batch_size=None)
+        images, labels = torch.rand(100, *self.shape) * 2 - 1, torch.randint(10, (100, *self.shape[:2]))
+        return torch.utils.data.DataLoader(list(zip(images, labels)), batch_size=None)
 
 
 def build(*overrides: str) -> GAN:
@@ -31,8 +34,8 @@ def build(*overrides: str) -> GAN:
     torch.manual_seed(0)
     return GAN(
         instantiate(cfg.model.generator), instantiate(cfg.model.discriminator),
-        instantiate(cfg.optimizer.generator), instantiate(cfg.optimizer.discriminator),
-        latent_dim=cfg.model.latent_dim, d_update=cfg.gan.d_update, fakes_mode=cfg.gan.fakes_mode,
+        instantiate(cfg.optimizer.generator), instantiate(cfg.optimizer.discriminator), instantiate(cfg.loss),
+        d_update=cfg.gan.d_update, fakes_mode=cfg.gan.fakes_mode, ema_decay=cfg.gan.ema_decay,
     )
 
 
@@ -62,7 +65,7 @@ def test_d_step_changes_only_d_and_leaves_g_batchnorm_alone(fitted):
     g_before, d_before = snapshot(fitted.generator), snapshot(fitted.discriminator)
     g_opt, d_opt = fitted.optimizers()
     fitted.generator.train()
-    fitted.discriminator_step(torch.rand(8, 1, 28, 28) * 2 - 1, d_opt)
+    fitted.discriminator_step(torch.rand(8, 1, 28, 28) * 2 - 1, None, d_opt)
     assert changed(g_before, fitted.generator) == set()  # no weight and no BatchNorm statistic moved
     assert changed(d_before, fitted.discriminator) == set(d_before)  # every D weight and bias moved
     assert fitted.generator.training  # G is back in training mode for its own step
@@ -72,7 +75,7 @@ def test_fakes_in_train_mode_do_update_g_batchnorm_statistics():
     module = build("gan.fakes_mode=train")
     attach(module)
     g_before = snapshot(module.generator)
-    module.discriminator_step(torch.rand(8, 1, 28, 28) * 2 - 1, module.optimizers()[1])
+    module.discriminator_step(torch.rand(8, 1, 28, 28) * 2 - 1, None, module.optimizers()[1])
     moved = changed(g_before, module.generator)
     assert moved and all("running" in k or "num_batches" in k for k in moved)
 
@@ -129,7 +132,7 @@ def test_d_update_uses_reals_labelled_1_and_inference_mode_fakes_labelled_0(d_up
         fake_loss = bce(d(copy.deepcopy(module.generator).eval()(z)), 0.0)
         train_mode_fake_loss = bce(d(copy.deepcopy(module.generator).train()(z)), 0.0)
     assert not torch.allclose(fake_loss, train_mode_fake_loss)  # so the check below can tell the modes apart
-    module.discriminator_step(real, module.optimizers()[1])
+    module.discriminator_step(real, None, module.optimizers()[1])
     expected = [real_loss, fake_loss] if d_update == "two_steps" else [real_loss + fake_loss]
     assert len(losses) == len(expected) and all(torch.allclose(a, b) for a, b in zip(losses, expected))
 
@@ -148,7 +151,7 @@ def test_g_update_is_non_saturating_through_d_with_g_in_training_mode(monkeypatc
 def test_d_statistics_are_the_seed_numbers():
     real, fake = torch.tensor([2.0, -1.0]), torch.tensor([-3.0, -0.5, 0.1, -2.0])
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
-    stats = {k: v.item() for k, v in d_statistics(real, fake).items()}
+    stats = {k: v.item() for k, v in d_statistics(real, fake, NonSaturating()).items()}
     real_loss = -(math.log(sig(2.0)) + math.log(sig(-1.0))) / 2
     fake_loss = -sum(math.log(1 - sig(x)) for x in (-3.0, -0.5, 0.1, -2.0)) / 4
     assert stats["train/d_loss"] == pytest.approx((real_loss + fake_loss) / 2)
@@ -164,3 +167,78 @@ def test_logged_scalars_are_the_statistics_of_the_step():
     assert set(metrics) >= {"train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/d_acc", "train/lr_g", "train/lr_d"}
     assert metrics["train/lr_g"] == pytest.approx(2e-4) and metrics["train/lr_d"] == pytest.approx(2e-4)
     assert 0 < metrics["train/d_real"] < 1 and 0 < metrics["train/d_fake"] < 1
+
+
+class Trajectory(pl.Callback):
+    """G's weights after every iteration."""
+
+    def __init__(self):
+        self.weights = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.weights.append({k: v.detach().clone() for k, v in pl_module.generator.named_parameters()})
+
+
+def test_ema_weights_follow_the_closed_form_and_copy_the_batchnorm_buffers():
+    decay, k = 0.9, 4
+    module = build(f"gan.ema_decay={decay}", "gan.fakes_mode=train")
+    trajectory = Trajectory()
+    trainer = pl.Trainer(accelerator="cpu", max_steps=k, logger=False, enable_checkpointing=False, log_every_n_steps=1,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[trajectory])
+    trainer.fit(module, datamodule=FixedBatches())
+    averaged = dict(module.generator_ema.module.named_parameters())
+    for name, live in module.generator.named_parameters():
+        p = [w[name] for w in trajectory.weights]  # p[0] is G after update 1: the average starts there
+        expected = decay ** (k - 1) * p[0] + sum((1 - decay) * decay ** (k - 1 - i) * p[i] for i in range(1, k))
+        assert torch.allclose(averaged[name], expected, atol=1e-6)
+        assert not torch.allclose(averaged[name], live)
+    buffers = dict(module.generator_ema.module.named_buffers())
+    assert any("running_mean" in name for name in buffers)
+    for name, live in module.generator.named_buffers():
+        assert torch.equal(buffers[name], live)  # running statistics copied, not averaged
+    assert module.eval_generator is module.generator_ema.module
+    assert not any(p.requires_grad for p in module.generator_ema.parameters())
+
+
+@pytest.mark.parametrize("d_update", ["joint", "two_steps"])
+def test_gradient_penalty_joins_the_d_step_that_sees_the_fakes_with_its_weight(d_update, monkeypatch):
+    module = build("loss=wgan_gp", f"gan.d_update={d_update}")
+    attach(module)
+    z, real = fixed_noise(module, monkeypatch), torch.rand(8, 1, 28, 28) * 2 - 1
+    losses = []
+    monkeypatch.setattr(module, "_d_step", lambda opt, loss: losses.append(loss.detach()))
+    monkeypatch.setattr("gan.module.gradient_penalty", lambda d, r, f, y: torch.tensor(0.25))
+    with torch.no_grad():
+        real_term, fake_term = -module.discriminator(real).mean(), module.discriminator(module.sample(z)).mean() + 10 * 0.25
+    module.discriminator_step(real, None, module.optimizers()[1])
+    expected = [real_term + fake_term] if d_update == "joint" else [real_term, fake_term]
+    assert len(losses) == len(expected) and all(torch.allclose(a, b) for a, b in zip(losses, expected))
+    assert module.penalties["train/gp"].item() == 0.25
+
+
+def test_r1_penalty_joins_the_real_term(monkeypatch):
+    module = build("loss.r1_gamma=4")
+    attach(module)
+    fixed_noise(module, monkeypatch)
+    losses = []
+    monkeypatch.setattr(module, "_d_step", lambda opt, loss: losses.append(loss.detach()))
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    module.discriminator_step(real, None, module.optimizers()[1])
+    with torch.no_grad():
+        plain = bce(module.discriminator(real), 1.0)
+    assert module.penalties["train/r1"] > 0
+    assert torch.allclose(losses[0], plain + 4 / 2 * module.penalties["train/r1"])
+
+
+def test_conditional_steps_give_d_the_real_labels_and_g_random_ones(monkeypatch):
+    module = build("model.conditional=true")
+    attach(module)
+    seen = []
+    forward = module.discriminator.forward
+    monkeypatch.setattr(module.discriminator, "forward", lambda x, labels=None: seen.append(labels) or forward(x, labels))
+    labels = torch.arange(8)
+    module.discriminator_step(torch.rand(8, 1, 28, 28) * 2 - 1, labels, module.optimizers()[1])
+    assert len(seen) == 2 and all(torch.equal(y, labels) for y in seen)  # reals, and the fakes made for them
+    torch.manual_seed(1)
+    module.generator_step(64, module.optimizers()[0])
+    assert seen[-1].shape == (64,) and len(seen[-1].unique()) == 10  # G draws its own labels, all classes

@@ -219,3 +219,11 @@ def test_health_monitor_flags_nonfinite_losses(mnist_root, tmp_path, caplog):
         train(cfg)
     assert any("NaN or infinite" in r.getMessage() for r in caplog.records)
     assert max(e.value for e in events(tmp_path).Scalars("health/nonfinite")) == 1
+
+
+def test_checkpoint_callbacks_may_share_an_interval(mnist_root, tmp_path):
+    """Lightning refuses two ModelCheckpoints with the same state key; ours are keyed by name."""
+    train(make_cfg(*quick("callbacks.checkpoint.every_n_train_steps=6", "callbacks.last.every_n_train_steps=6"), run_dir=tmp_path))
+    states = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
+    assert all(any(f"'name': '{name}'" in key for key in states) for name in ("checkpoint", "last", "best"))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt", "step_000006.ckpt", "step_000012.ckpt"]

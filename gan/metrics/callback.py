@@ -33,7 +33,7 @@ class EvaluateMetrics(pl.Callback):
         step = trainer.global_step
         if not self.every_n_steps or step % self.every_n_steps:
             return
-        result = self.evaluator(pl_module.generator, pl_module.latent_dim)
+        result = self.evaluator(pl_module.eval_generator)  # the EMA generator when there is one
         metrics = {f"metrics/{name}": float(result[name]) for name in METRICS}
         for logger in trainer.loggers:  # at this step, whatever trainer.log_every_n_steps is
             logger.log_metrics(metrics, step=step)

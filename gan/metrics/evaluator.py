@@ -34,9 +34,10 @@ class Evaluator:
             return own
         return {**self.inception.features(images), "class_logits": own["class_logits"]}
 
-    def __call__(self, generator: nn.Module, latent_dim: int) -> dict[str, float]:
+    def __call__(self, generator: nn.Module) -> dict[str, float]:
+        """Conditional generators are scored on the classes in equal shares."""
         was_training = generator.training
-        samples = generate(generator.eval(), self.n, latent_dim, self.seed)
+        samples = generate(generator.eval(), self.n, self.seed)
         generator.train(was_training)
         return score(self.real, self.features(samples), self.k)
 

@@ -1,0 +1,143 @@
+"""GAN objectives (`loss` group): what D minimises on reals and on fakes, what G minimises,
+and the gradient penalties. All take D's raw outputs (logits / critic scores)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+class Loss:
+    """D minimises `d_real(D(x)) + d_fake(D(G(z)))` (+ penalties), G minimises `g(D(G(z)))`.
+
+    `gradient_penalty` (WGAN-GP, Gulrajani et al. 2017): weight of E[(||grad D(x^)|| - 1)^2]
+    at random points x^ between paired reals and fakes (added to the D step that sees the
+    fakes; the paper's single step is `gan.d_update=joint`). `r1_gamma` (R1, Mescheder et al. 2018): adds gamma/2 E[||grad D(x)||^2]
+    on the reals. `probabilities`: D's outputs read as P(real) through a sigmoid (the BCE
+    losses); the others' outputs are raw scores, logged as they are.
+    """
+
+    probabilities = False
+
+    def __init__(self, gradient_penalty: float = 0.0, r1_gamma: float = 0.0):
+        self.gradient_penalty, self.r1_gamma = gradient_penalty, r1_gamma
+
+    def d_real(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def d_fake(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def g(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def outputs(self, logits: torch.Tensor) -> torch.Tensor:
+        """D's outputs as logged (train/d_real, train/d_fake): P(real) or the raw score."""
+        return torch.sigmoid(logits) if self.probabilities else logits
+
+    @property
+    def threshold(self) -> float:
+        """Where `outputs` says real rather than fake (train/d_acc)."""
+        return 0.5 if self.probabilities else 0.0
+
+
+class Minimax(Loss):
+    """Goodfellow et al. 2014 as written: D maximises log D(x) + log(1 - D(G(z))), G minimises
+    log(1 - D(G(z))), which saturates (vanishing gradient) while D rejects the fakes.
+    `real_label` < 1 is one-sided label smoothing (Salimans et al. 2016) on D's real term."""
+
+    probabilities = True
+
+    def __init__(self, real_label: float = 1.0, **penalties):
+        super().__init__(**penalties)
+        self.real_label = real_label
+
+    def d_real(self, logits):
+        return bce(logits, self.real_label)
+
+    def d_fake(self, logits):
+        return bce(logits, 0.0)
+
+    def g(self, logits):
+        return -bce(logits, 0.0)  # log(1 - D(G(z))) = -softplus(logit)
+
+
+class NonSaturating(Minimax):
+    """The paper's practical variant and the seed's: G maximises log D(G(z)) (labels 1)."""
+
+    def g(self, logits):
+        return bce(logits, 1.0)
+
+
+class LeastSquares(Loss):
+    """LSGAN (Mao et al. 2017), the a=0, b=c=1 coding: D minimises 1/2 (D(x) - 1)^2 + 1/2 D(G(z))^2,
+    G minimises 1/2 (D(G(z)) - 1)^2, on D's linear output. `real_label` is b."""
+
+    def __init__(self, real_label: float = 1.0, **penalties):
+        super().__init__(**penalties)
+        self.real_label = real_label
+
+    def d_real(self, logits):
+        return 0.5 * (logits - self.real_label).pow(2).mean()
+
+    def d_fake(self, logits):
+        return 0.5 * logits.pow(2).mean()
+
+    def g(self, logits):
+        return 0.5 * (logits - 1.0).pow(2).mean()
+
+    @property
+    def threshold(self) -> float:
+        return 0.5
+
+
+class Hinge(Loss):
+    """Lim & Ye 2017, SNGAN: D minimises E[relu(1 - D(x))] + E[relu(1 + D(G(z)))], G minimises -E[D(G(z))]."""
+
+    def d_real(self, logits):
+        return F.relu(1.0 - logits).mean()
+
+    def d_fake(self, logits):
+        return F.relu(1.0 + logits).mean()
+
+    def g(self, logits):
+        return -logits.mean()
+
+
+class Wasserstein(Loss):
+    """WGAN critic (Arjovsky et al. 2017): D minimises E[D(G(z))] - E[D(x)], G minimises -E[D(G(z))].
+    The Lipschitz constraint comes from `gradient_penalty` (WGAN-GP) or spectral norm."""
+
+    def d_real(self, logits):
+        return -logits.mean()
+
+    def d_fake(self, logits):
+        return logits.mean()
+
+    def g(self, logits):
+        return -logits.mean()
+
+
+def input_gradient(output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """d(sum of output)/d(inputs), kept in the graph so a penalty on it trains D."""
+    (grad,) = torch.autograd.grad(output.sum(), inputs, create_graph=True)
+    return grad.flatten(1)
+
+
+def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                     labels: torch.Tensor | None = None) -> torch.Tensor:
+    """E[(||grad_x D(x^)||_2 - 1)^2], x^ = e x + (1 - e) x~ with e ~ U(0, 1) per pair."""
+    eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device, dtype=real.dtype)
+    mixed = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    grad = input_gradient(discriminator(mixed, labels), mixed)
+    return (grad.norm(2, dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """E[||grad_x D(x)||^2] on the reals; `real` must require grad before D saw it."""
+    return input_gradient(real_logits, real).pow(2).sum(1).mean()
