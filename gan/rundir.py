@@ -7,7 +7,9 @@ every job of a sweep, so all jobs share one sweep folder.
 
 A folder given explicitly (`hydra.run.dir=...`, `hydra.sweep.dir=...`) is checked by
 `RunDirGuard` before Hydra writes into it: when it already holds files, the run goes to a
-fresh sibling instead. A resumed run (`ckpt_path=<old run>`) gets a folder of its own too; its
+fresh sibling instead. An Optuna study with storage (`hparams_search=`) is the exception:
+re-running it continues the stored study in its folder, and `${free_job_dir:...}` gives the new
+jobs the next free numbers there. A resumed run (`ckpt_path=<old run>`) gets a folder of its own too; its
 step count, samples and TensorBoard curves continue from the checkpoint.
 """
 
@@ -38,8 +40,30 @@ def unique_dir(path: str) -> str:
     raise UserError(f"Could not find a free run folder next to {base}.")
 
 
-if not OmegaConf.has_resolver("unique_dir"):
-    OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
+def sweep_dir(study: str | None, fresh: str) -> str:
+    """The sweep's folder: `outputs/optuna/<study>` for an Optuna study (the same folder on
+    every invocation, so re-running continues it), else `unique_dir(fresh)`. The choice is made
+    here, not by overriding hydra.sweep.dir in a config group, because OmegaConf resolves the
+    value it replaces when merging, which would claim an unused timestamped folder."""
+    return f"outputs/optuna/{study}" if study else unique_dir(fresh)
+
+
+def free_job_dir(sweep_dir: str, job_num: int) -> str:
+    """A job's sub-folder: its number, or the next free one when an earlier invocation of the
+    same study already used it (claimed with an atomic mkdir, so parallel jobs never share)."""
+    n = int(job_num)
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            (Path(sweep_dir) / str(n)).mkdir()
+            return str(n)
+        except FileExistsError:
+            n += 1
+
+
+for name, resolver in (("unique_dir", unique_dir), ("sweep_dir", sweep_dir), ("free_job_dir", free_job_dir)):
+    if not OmegaConf.has_resolver(name):
+        OmegaConf.register_new_resolver(name, resolver, use_cache=True)
 
 
 class RunDirGuard(Callback):
@@ -51,6 +75,9 @@ class RunDirGuard(Callback):
         self._redirect(config, "run")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.sweeper.get("storage"):  # a stored Optuna study continues in its folder ...
+            Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)  # ... where its database goes
+            return  # `free_job_dir` numbers the new jobs after the stored ones
         self._redirect(config, "sweep")
 
     @staticmethod

@@ -77,6 +77,8 @@ class OptimizerValues(BaseModel):
     and per network below it."""
 
     lr: PosFloat
+    beta1: Beta | None = None
+    beta2: Beta | None = None
     betas: tuple[Beta, Beta] | None = None
     eps: PosFloat | None = None
     weight_decay: NonNegFloat | None = None
@@ -159,6 +161,8 @@ class TrainConfig(Closed):
     sample_every: PosInt
     eval_every: NonNegInt
     optimized_metric: str | None
+    failed_objective: float
+    threads: PosInt | Literal["auto"]
     metrics: MetricsArgs
     run_dir: str
     data: Data

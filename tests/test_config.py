@@ -12,7 +12,7 @@ from gan.errors import UserError
 from gan.schema import validate
 from tests.conftest import CONF, make_cfg, run_cli
 
-GROUPS = ["data", "model", "loss", "optimizer", "trainer", "logger", "callbacks", "experiment", "debug"]
+GROUPS = ["data", "model", "loss", "optimizer", "trainer", "logger", "callbacks", "experiment", "hparams_search", "debug"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
 

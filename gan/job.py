@@ -1,0 +1,84 @@
+"""One job as train.py runs it: threads, the run's status.json, and what a sweep gets back.
+
+In a sweep (`-m`) a job that crashes or diverges (non-finite final losses) returns
+`failed_objective` instead of raising, so the sweeper records a bad trial and runs the other
+jobs; its status.json says what happened, for `gan.report`. A single run raises as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from gan.train import objective, train
+
+log = logging.getLogger(__name__)
+STATUS_FILE = "status.json"
+
+
+def threads(cfg: DictConfig) -> int | None:
+    """`threads=auto`: the cores shared out among the launcher's parallel jobs (joblib's n_jobs),
+    so that N jobs on one machine do not fight over the same cores; else torch's default."""
+    if cfg.threads != "auto":
+        return cfg.threads
+    n_jobs = HydraConfig.get().launcher.get("n_jobs") if HydraConfig.initialized() else None
+    if not n_jobs or n_jobs == 1:
+        return None
+    cores = os.cpu_count() or 1
+    parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 is all cores
+    return max(1, cores // parallel)
+
+
+def in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def write_status(run_dir: str, **status) -> None:
+    path = Path(run_dir) / STATUS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(status, indent=1, default=str) + "\n")
+
+
+def diverged(metrics: dict[str, float]) -> bool:
+    return not all(math.isfinite(metrics[k]) for k in ("train/d_loss", "train/g_loss") if k in metrics)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """train(cfg) and its objective, with status.json (running, completed, diverged, failed,
+    interrupted) written before and after."""
+    n = threads(cfg)
+    if n:
+        torch.set_num_threads(n)
+    start = time.time()
+    common = {"started": start, "threads": torch.get_num_threads()}
+    write_status(cfg.run_dir, status="running", **common)
+    try:
+        metrics = train(cfg)
+        value = objective(cfg, metrics)
+    except KeyboardInterrupt:
+        write_status(cfg.run_dir, status="interrupted", ended=time.time(), **common)
+        raise
+    except Exception as exc:
+        sweep = in_sweep()
+        write_status(cfg.run_dir, status="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}",
+                     objective=cfg.failed_objective if sweep else None, **common)
+        if not sweep:
+            raise
+        log.error("This job failed; the sweep goes on with objective %s.\n%s", cfg.failed_objective, traceback.format_exc())
+        return cfg.failed_objective
+    status = "diverged" if diverged(metrics) else "completed"
+    if status == "diverged" and in_sweep():
+        log.error("This job diverged (non-finite losses); the sweep gets objective %s.", cfg.failed_objective)
+        value = cfg.failed_objective
+    write_status(cfg.run_dir, status=status, ended=time.time(), objective=value, metrics=metrics, **common)
+    return value

@@ -1,0 +1,217 @@
+"""Compare the jobs of a sweep: `python -m gan.report <sweep folder>`.
+
+Writes into `<sweep folder>/report/`: `jobs.csv` and `jobs.md` (one row per job: its overrides,
+status, objective, final and best metrics, wall time; ranked by the objective), one
+`objective_vs_<key>.png` per swept key, `curves.png` (the FID, or the objective, over the
+iterations of the best jobs) and `best_samples.png` (the best job's last grid). It reads what
+each job left behind (.hydra/, status.json, TensorBoard events), so it works on a sweep that is
+still running, was interrupted, or has failed jobs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gan.errors import UserError
+from gan.job import STATUS_FILE
+from gan.metrics.evaluator import METRICS
+
+CURVE_JOBS = 5  # best jobs drawn in curves.png
+
+
+@dataclass
+class Job:
+    name: str
+    folder: Path
+    overrides: dict[str, str]
+    status: str
+    objective: float | None = None
+    wall_s: float | None = None
+    error: str = ""
+    final: dict[str, float] = field(default_factory=dict)  # last value of each scalar
+    best_fid: tuple[float, int] | None = None  # (value, iteration)
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+def read_job(folder: Path) -> Job:
+    overrides = OmegaConf.load(folder / ".hydra" / "overrides.yaml")
+    parsed = dict(o.lstrip("+~").split("=", 1) if "=" in o else (o, "") for o in overrides)
+    config = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    status = json.loads((folder / STATUS_FILE).read_text()) if (folder / STATUS_FILE).exists() else {}
+    job = Job(folder.name, folder, parsed, status.get("status", "not started"), error=status.get("error", ""))
+    if "ended" in status:
+        job.wall_s = status["ended"] - status["started"]
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    for tag in events.Tags().get("scalars", []):
+        job.curves[tag] = [(e.step, e.value) for e in events.Scalars(tag)]
+        job.final[tag] = job.curves[tag][-1][1]
+    if job.curves.get("metrics/fid"):
+        value, step = min((v, s) for s, v in job.curves["metrics/fid"])
+        job.best_fid = (value, step)
+    job.objective = status.get("objective")
+    if job.objective is None and config.get("optimized_metric") in job.final:  # still running or interrupted
+        job.objective = job.final[config.optimized_metric]
+    return job
+
+
+def find_jobs(sweep: Path) -> list[Job]:
+    folders = [p.parent.parent for p in sweep.glob("*/.hydra/overrides.yaml")]
+    if not folders:
+        raise UserError(f"{sweep}: no sweep jobs there (job folders hold .hydra/overrides.yaml; give the sweep's folder).")
+    return [read_job(f) for f in sorted(folders, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))]
+
+
+def direction(sweep: Path) -> str:
+    multirun = sweep / "multirun.yaml"
+    if multirun.exists():
+        return str(OmegaConf.select(OmegaConf.load(multirun), "hydra.sweeper.direction", default="minimize"))
+    return "minimize"
+
+
+def ranked(jobs: list[Job], maximize: bool) -> list[Job]:
+    def key(job: Job) -> tuple[bool, float]:
+        value = job.objective
+        usable = value is not None and math.isfinite(value) and job.status in ("completed", "running")
+        return (not usable, -value if usable and maximize else value if usable else 0.0)
+    return sorted(jobs, key=key)
+
+
+def swept_keys(jobs: list[Job]) -> list[str]:
+    """The override keys whose values differ between jobs (all of them when there is one job)."""
+    keys = sorted({k for job in jobs for k in job.overrides})
+    varying = [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
+    return varying or keys
+
+
+def fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def rows(jobs: list[Job], keys: list[str]) -> list[dict[str, str]]:
+    table = []
+    for rank, job in enumerate(jobs, 1):
+        row = {"rank": str(rank), "job": job.name, "status": job.status, "objective": fmt(job.objective)}
+        row.update({k: job.overrides.get(k, "") for k in keys})
+        row.update({f"final {m}": fmt(job.final.get(f"metrics/{m}")) for m in METRICS})
+        row["best fid (iteration)"] = f"{job.best_fid[0]:.4g} ({job.best_fid[1]})" if job.best_fid else ""
+        row["d_loss / g_loss"] = " / ".join(fmt(job.final.get(f"train/{n}")) for n in ("d_loss", "g_loss"))
+        row["wall s"] = f"{job.wall_s:.0f}" if job.wall_s is not None else ""
+        row["error"] = job.error
+        table.append(row)
+    return table
+
+
+def write_tables(table: list[dict[str, str]], out: Path) -> None:
+    with open(out / "jobs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    columns = [c for c in table[0] if c != "error" or any(r["error"] for r in table)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(short(r[c]).replace("|", "\\|") for c in columns) + " |" for r in table]
+    (out / "jobs.md").write_text("\n".join(lines) + "\n")
+
+
+def short(text: str) -> str:
+    """Long numbers (sampled learning rates) to 4 significant digits, for the Markdown table."""
+    number = as_number(text)
+    return f"{number:.4g}" if number is not None and len(text) > 8 else text
+
+
+def as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def write_plots(jobs: list[Job], keys: list[str], out: Path, objective_name: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    scored = [j for j in jobs if j.objective is not None and math.isfinite(j.objective)]
+    for key in keys:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        values = [j.overrides.get(key, "") for j in scored]
+        numbers = [as_number(v) for v in values]
+        if scored and all(n is not None for n in numbers):
+            ax.scatter(numbers, [j.objective for j in scored])
+            if min(numbers) > 0 and max(numbers) / min(numbers) > 10:  # learning rates: a log axis
+                ax.set_xscale("log")
+        else:
+            categories = sorted(set(values))
+            ax.scatter([categories.index(v) for v in values], [j.objective for j in scored])
+            ax.set_xticks(range(len(categories)), categories, rotation=20)
+        for j, x in zip(scored, ax.collections[0].get_offsets() if scored else []):
+            ax.annotate(j.name, x, fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(key)
+        ax.set_ylabel(objective_name)
+        fig.tight_layout()
+        path = out / f"objective_vs_{key.replace('/', '_')}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    tag = "metrics/fid" if any("metrics/fid" in j.curves for j in jobs) else objective_name
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for job in [j for j in jobs if tag in j.curves][:CURVE_JOBS]:
+        steps, values = zip(*job.curves[tag])
+        ax.plot(steps, values, marker="o", label=f"job {job.name}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(tag)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+    return [*written, out / "curves.png"]
+
+
+def report(sweep: str) -> Path:
+    folder = Path(sweep)
+    jobs = find_jobs(folder)
+    maximize = direction(folder) == "maximize"
+    jobs = ranked(jobs, maximize)
+    keys = swept_keys(jobs)
+    out = folder / "report"
+    out.mkdir(exist_ok=True)
+    write_tables(rows(jobs, keys), out)
+    config = OmegaConf.load(jobs[0].folder / ".hydra" / "config.yaml")
+    write_plots(jobs, keys, out, str(config.get("optimized_metric") or "objective"))
+    grids = sorted((jobs[0].folder / "images").glob("*.png"), key=lambda p: int(p.stem)) if jobs[0].objective is not None else []
+    if grids:
+        shutil.copyfile(grids[-1], out / "best_samples.png")
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if len(sys.argv) == 2 else 2)
+    try:
+        out = report(sys.argv[1])
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print((out / "jobs.md").read_text())
+    print(f"Report written to {out}/")
+
+
+if __name__ == "__main__":
+    main()

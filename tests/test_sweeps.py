@@ -1,0 +1,102 @@
+"""Sweeps as users launch them (subprocesses): a stored Optuna study that continues, failing
+jobs that do not stop a sweep, parallel and submitit launchers, and the sweep report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import gan.study  # noqa: F401  (before optuna: quiets SQLAlchemy's 2.0 notice, as train.py does)
+import optuna
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from gan.report import report
+from tests.conftest import run_cli
+from tests.test_train import events
+
+TINY = ("trainer=cpu", "trainer.max_steps=4", "trainer.log_every_n_steps=2", "sample_every=2", "eval_every=0",
+        "optimized_metric=train/g_loss", "callbacks.progress_bar.refresh_rate=0")
+pytestmark = pytest.mark.usefixtures("mnist_root")
+
+
+def statuses(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep.glob("*/status.json"))}
+
+
+def test_an_optuna_study_is_stored_and_running_the_command_again_continues_it(tmp_path):
+    command = ("hparams_search=optuna_quick", "hydra.sweeper.n_trials=2", *TINY)
+    study = tmp_path / "outputs" / "optuna" / "optuna_quick"
+    trials = []
+    for _ in range(2):
+        result = run_cli(*command, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        trials.append(optuna.load_study(study_name="optuna_quick", storage=f"sqlite:///{study / 'optuna.db'}").trials)
+    assert [len(t) for t in trials] == [2, 4]  # grown, not restarted
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials[1])
+    first, second = ([t.params for t in ts] for ts in (trials[1][:2], trials[1][2:]))
+    assert first != second  # the continued study samples new points, not the first invocation's again
+    jobs = statuses(study)
+    assert sorted(jobs) == ["0", "1", "2", "3"] and all(s["status"] == "completed" for s in jobs.values())
+    assert not list((tmp_path / "outputs" / "optuna").glob("optuna_quick_*"))  # continued in place
+    assert not (tmp_path / "outputs" / "multirun").exists()  # and no stray timestamped folder
+
+
+def test_failing_and_diverging_jobs_do_not_stop_a_sweep_and_the_report_lists_them(tmp_path):
+    result = run_cli("-m", *TINY, "callbacks.health.action=stop", "data.batch_size=8,100000", "optimizer.lr=2e-4,1e30",
+                     "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    out = report(str(sweep))
+    with open(out / "jobs.csv") as f:
+        table = {row["job"]: row for row in csv.DictReader(f)}
+    assert set(table) == {"0", "1", "2", "3"}  # one row per job
+    assert {(r["data.batch_size"], r["optimizer.lr"], r["status"]) for r in table.values()} == {
+        ("8", "0.0002", "completed"), ("100000", "0.0002", "failed"), ("8", "1e+30", "diverged"), ("100000", "1e+30", "failed")}
+    completed = next(r for r in table.values() if r["status"] == "completed")
+    g_loss = events(sweep / completed["job"]).Scalars("train/g_loss")[-1].value
+    assert completed["rank"] == "1" and float(completed["objective"]) == pytest.approx(g_loss, rel=1e-3)
+    assert all("more than the dataset" in r["error"] for r in table.values() if r["status"] == "failed")
+    assert "failed" in (out / "jobs.md").read_text()
+    assert {p.name for p in out.glob("*.png")} >= {"objective_vs_data.batch_size.png", "objective_vs_optimizer.lr.png",
+                                                   "curves.png", "best_samples.png"}
+
+
+def hparam_names(run: Path) -> set[str]:
+    content = events(run).SummaryMetadata("_hparams_/experiment").plugin_data.content
+    return {h.name for h in plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos}
+
+
+def test_joblib_runs_jobs_in_parallel_with_the_cores_shared_and_the_same_hparams_columns(tmp_path):
+    result = run_cli("-m", *TINY, "trainer.max_steps=30", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     "loss=nonsaturating,hinge", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = statuses(tmp_path / "sweep")
+    assert [s["status"] for s in jobs.values()] == ["completed", "completed"]
+    a, b = jobs.values()
+    assert a["started"] < b["ended"] and b["started"] < a["ended"]  # the two jobs overlapped in time
+    assert all(s["threads"] == max(1, (os.cpu_count() or 1) // 2) for s in jobs.values())
+    names = [hparam_names(tmp_path / "sweep" / job) for job in jobs]
+    assert names[0] == names[1] and {"loss", "model.latent_dim", "optimizer.generator.lr"} <= names[0]
+
+
+def test_the_submitit_local_launcher_runs_a_job(tmp_path):
+    result = run_cli("-m", *TINY, "hydra/launcher=submitit_local", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [s["status"] for s in statuses(tmp_path / "sweep").values()] == ["completed"]
+    assert (tmp_path / "sweep" / ".submitit").is_dir()
+
+
+def test_the_slurm_launcher_config_composes_with_the_cluster_keys():
+    from tests.conftest import CONF
+
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert launcher.timeout_min > 0 and launcher.gpus_per_node == 1 and launcher.cpus_per_task > 0
