@@ -54,8 +54,8 @@ def diverged(metrics: dict[str, float]) -> bool:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """train(cfg) and its objective, with status.json (running, completed, diverged, failed,
-    interrupted) written before and after."""
+    """train(cfg) and its objective, with status.json (running, completed, stopped early by a
+    callback such as the health monitor, diverged, failed, interrupted) written before and after."""
     n = threads(cfg)
     if n:
         torch.set_num_threads(n)
@@ -76,7 +76,7 @@ def run(cfg: DictConfig) -> float | None:
             raise
         log.error("This job failed; the sweep goes on with objective %s.\n%s", cfg.failed_objective, traceback.format_exc())
         return cfg.failed_objective
-    status = "diverged" if diverged(metrics) else "completed"
+    status = "diverged" if diverged(metrics) else "stopped" if metrics["global_step"] < cfg.trainer.max_steps else "completed"
     if status == "diverged" and in_sweep():
         log.error("This job diverged (non-finite losses); the sweep gets objective %s.", cfg.failed_objective)
         value = cfg.failed_objective

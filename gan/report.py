@@ -81,7 +81,7 @@ def direction(sweep: Path) -> str:
 def ranked(jobs: list[Job], maximize: bool) -> list[Job]:
     def key(job: Job) -> tuple[bool, float]:
         value = job.objective
-        usable = value is not None and math.isfinite(value) and job.status in ("completed", "running")
+        usable = value is not None and math.isfinite(value) and job.status in ("completed", "stopped", "running")
         return (not usable, -value if usable and maximize else value if usable else 0.0)
     return sorted(jobs, key=key)
 

@@ -100,4 +100,5 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     log.info("Run folder: %s", cfg.run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    return {k: v.item() for k, v in trainer.callback_metrics.items()}
+    # The last logged scalars, and how far training got (less than max_steps when a callback stopped it).
+    return {**{k: v.item() for k, v in trainer.callback_metrics.items()}, "global_step": trainer.global_step}

@@ -100,3 +100,15 @@ def test_the_slurm_launcher_config_composes_with_the_cluster_keys():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert launcher.timeout_min > 0 and launcher.gpus_per_node == 1 and launcher.cpus_per_task > 0
+
+
+def test_a_run_the_health_monitor_stops_is_marked_stopped(tmp_path):
+    from gan.job import run
+    from tests.conftest import make_cfg, quick
+
+    # "D wins" whenever D(x) > 0 and D(G(z)) < 1, i.e. always: the monitor stops the run after 3 iterations
+    run(make_cfg(*quick("callbacks.health.action=stop", "callbacks.health.d_real_above=0", "callbacks.health.d_fake_below=1",
+                        "callbacks.health.window=3"), run_dir=tmp_path))
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["status"] == "stopped" and status["metrics"]["global_step"] < 12
+    assert status["ended"] > status["started"]
