@@ -17,8 +17,8 @@ class Loss:
 
     `gradient_penalty` (WGAN-GP, Gulrajani et al. 2017): weight of E[(||grad D(x^)|| - 1)^2]
     at random points x^ between paired reals and fakes (added to the D step that sees the
-    fakes; the paper's single step is `gan.d_update=joint`). `r1_gamma` (R1, Mescheder et al. 2018): adds gamma/2 E[||grad D(x)||^2]
-    on the reals. `probabilities`: D's outputs read as P(real) through a sigmoid (the BCE
+    fakes; the paper's single step is `gan.d_update=joint`). `r1_gamma` (R1, Mescheder et al.
+    2018): adds gamma/2 E[||grad D(x)||^2] on the reals. `probabilities`: D's outputs read as P(real) through a sigmoid (the BCE
     losses); the others' outputs are raw scores, logged as they are.
     """
 

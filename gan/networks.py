@@ -82,7 +82,7 @@ class Generator(nn.Module):
     def draw_noise(self, n: int, rng: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
         """z ~ N(0, I) (`normal`) or U(-1, 1) (`uniform`, as DCGAN draws it)."""
         z = torch.randn(n, self.latent_dim, generator=rng) if self.noise == "normal" else torch.rand(n, self.latent_dim, generator=rng) * 2 - 1
-        return z.to(device, dtype) if device is not None or dtype is not None else z
+        return z.to(device, dtype)  # a no-op when both are None
 
     def input(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         check_labels(self, labels)

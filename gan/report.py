@@ -34,6 +34,7 @@ class Job:
     folder: Path
     overrides: dict[str, str]
     status: str
+    metric: str | None = None  # the run's optimized_metric
     objective: float | None = None
     wall_s: float | None = None
     error: str = ""
@@ -47,7 +48,8 @@ def read_job(folder: Path) -> Job:
     parsed = dict(o.lstrip("+~").split("=", 1) if "=" in o else (o, "") for o in overrides)
     config = OmegaConf.load(folder / ".hydra" / "config.yaml")
     status = json.loads((folder / STATUS_FILE).read_text()) if (folder / STATUS_FILE).exists() else {}
-    job = Job(folder.name, folder, parsed, status.get("status", "not started"), error=status.get("error", ""))
+    job = Job(folder.name, folder, parsed, status.get("status", "not started"), config.get("optimized_metric"),
+              error=status.get("error", ""))
     if "ended" in status:
         job.wall_s = status["ended"] - status["started"]
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
@@ -59,8 +61,8 @@ def read_job(folder: Path) -> Job:
         value, step = min((v, s) for s, v in job.curves["metrics/fid"])
         job.best_fid = (value, step)
     job.objective = status.get("objective")
-    if job.objective is None and config.get("optimized_metric") in job.final:  # still running or interrupted
-        job.objective = job.final[config.optimized_metric]
+    if job.objective is None and job.metric in job.final:  # still running or interrupted
+        job.objective = job.final[job.metric]
     return job
 
 
@@ -192,8 +194,7 @@ def report(sweep: str) -> Path:
     out = folder / "report"
     out.mkdir(exist_ok=True)
     write_tables(rows(jobs, keys), out)
-    config = OmegaConf.load(jobs[0].folder / ".hydra" / "config.yaml")
-    write_plots(jobs, keys, out, str(config.get("optimized_metric") or "objective"))
+    write_plots(jobs, keys, out, jobs[0].metric or "objective")
     grids = sorted((jobs[0].folder / "images").glob("*.png"), key=lambda p: int(p.stem)) if jobs[0].objective is not None else []
     if grids:
         shutil.copyfile(grids[-1], out / "best_samples.png")

@@ -15,7 +15,9 @@ step count, samples and TensorBoard curves continue from the checkpoint.
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +29,22 @@ from gan.errors import UserError
 log = logging.getLogger(__name__)
 
 
+def claim(candidates: Iterable[Path]) -> Path:
+    """The first candidate folder this process manages to create: an atomic mkdir, so two
+    processes never get the same one."""
+    for candidate in candidates:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise UserError(f"Could not find a free folder (the last one tried: {candidate}).")
+
+
 def unique_dir(path: str) -> str:
     base = Path(path)
     base.parent.mkdir(parents=True, exist_ok=True)
-    for n in range(10_000):
-        candidate = base if n == 0 else base.with_name(f"{base.name}_{n}")
-        try:
-            candidate.mkdir()
-            return str(candidate)
-        except FileExistsError:
-            continue
-    raise UserError(f"Could not find a free run folder next to {base}.")
+    return str(claim(base if n == 0 else base.with_name(f"{base.name}_{n}") for n in range(10_000)))
 
 
 def sweep_dir(study: str | None, fresh: str) -> str:
@@ -51,14 +58,8 @@ def sweep_dir(study: str | None, fresh: str) -> str:
 def free_job_dir(sweep_dir: str, job_num: int) -> str:
     """A job's sub-folder: its number, or the next free one when an earlier invocation of the
     same study already used it (claimed with an atomic mkdir, so parallel jobs never share)."""
-    n = int(job_num)
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    while True:
-        try:
-            (Path(sweep_dir) / str(n)).mkdir()
-            return str(n)
-        except FileExistsError:
-            n += 1
+    return claim(Path(sweep_dir) / str(n) for n in itertools.count(int(job_num))).name
 
 
 for name, resolver in (("unique_dir", unique_dir), ("sweep_dir", sweep_dir), ("free_job_dir", free_job_dir)):
