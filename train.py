@@ -3,9 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
-import gan.rundir  # noqa: F401  (registers the resolvers of the run and sweep folders)
-import gan.study  # noqa: F401  (registers ${study_seed:...} of the hparams_search configs)
+from gan import resolvers
 from gan.job import run
+
+resolvers.register()  # ${unique_dir:}, ${sweep_dir:}, ... in conf/, before Hydra composes it
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-import gan.rundir  # noqa: F401
-from gan.train import train
+from gan import resolvers
+from gan.fit import fit
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -100,8 +100,9 @@ class Interleaved(pl.Callback):
 def main() -> None:
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     device = sys.argv[2] if len(sys.argv) > 2 else ("cuda" if torch.cuda.is_available() else "cpu")
+    resolvers.register()
     with tempfile.TemporaryDirectory() as run_dir, initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        train(compose("train", overrides=[
+        fit(compose("train", overrides=[
             f"run_dir={run_dir}", f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
             f"trainer.max_steps={50 + steps}", "~callbacks.checkpoint", "~callbacks.last", "~callbacks.samples",
             "callbacks.progress_bar.refresh_rate=0", "+callbacks.bench._target_=gan.bench.Interleaved",

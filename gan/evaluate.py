@@ -13,9 +13,10 @@ from typing import Optional
 
 from hydra.utils import instantiate
 
+from gan.checkpoints import load_generator
 from gan.cli import run
-from gan.metrics.evaluator import METRICS, Evaluator
-from gan.runs import load_generator
+from gan.metrics import METRICS
+from gan.metrics.evaluator import Evaluator
 
 
 @dataclass

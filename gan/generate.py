@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from torchvision.utils import save_image
 
+from gan.checkpoints import load_generator
 from gan.cli import run
 from gan.errors import UserError
-from gan.runs import generate, load_generator
+from gan.sampling import generate
 
 
 @dataclass

@@ -7,23 +7,21 @@ jobs; its status.json says what happened, for `gan.report`. A single run raises 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
 import traceback
-from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gan.train import objective, train
+from gan.fit import fit, objective
+from gan.status import write_status
 
 log = logging.getLogger(__name__)
-STATUS_FILE = "status.json"
 
 
 def threads(cfg: DictConfig) -> int | None:
@@ -43,18 +41,12 @@ def in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def write_status(run_dir: str, **status) -> None:
-    path = Path(run_dir) / STATUS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(status, indent=1, default=str) + "\n")
-
-
 def diverged(metrics: dict[str, float]) -> bool:
     return not all(math.isfinite(metrics[k]) for k in ("train/d_loss", "train/g_loss") if k in metrics)
 
 
 def run(cfg: DictConfig) -> float | None:
-    """train(cfg) and its objective, with status.json (running, completed, stopped early by a
+    """fit(cfg) and its objective, with status.json (running, completed, stopped early by a
     callback such as the health monitor, diverged, failed, interrupted) written before and after."""
     n = threads(cfg)
     if n:
@@ -63,7 +55,7 @@ def run(cfg: DictConfig) -> float | None:
     common = {"started": start, "threads": torch.get_num_threads()}
     write_status(cfg.run_dir, status="running", **common)
     try:
-        metrics = train(cfg)
+        metrics = fit(cfg)
         value = objective(cfg, metrics)
     except KeyboardInterrupt:
         write_status(cfg.run_dir, status="interrupted", ended=time.time(), **common)

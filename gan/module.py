@@ -16,8 +16,8 @@ step draws its labels uniformly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import pytorch_lightning as pl
 import torch

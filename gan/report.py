@@ -11,7 +11,6 @@ still running, was interrupted, or has failed jobs.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import shutil
 import sys
@@ -22,8 +21,8 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gan.errors import UserError
-from gan.job import STATUS_FILE
-from gan.metrics.evaluator import METRICS
+from gan.metrics import METRICS
+from gan.status import read_status
 
 CURVE_JOBS = 5  # best jobs drawn in curves.png
 
@@ -47,7 +46,7 @@ def read_job(folder: Path) -> Job:
     overrides = OmegaConf.load(folder / ".hydra" / "overrides.yaml")
     parsed = dict(o.lstrip("+~").split("=", 1) if "=" in o else (o, "") for o in overrides)
     config = OmegaConf.load(folder / ".hydra" / "config.yaml")
-    status = json.loads((folder / STATUS_FILE).read_text()) if (folder / STATUS_FILE).exists() else {}
+    status = read_status(folder)
     job = Job(folder.name, folder, parsed, status.get("status", "not started"), config.get("optimized_metric"),
               error=status.get("error", ""))
     if "ended" in status:

@@ -15,9 +15,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-
 # SQLAlchemy 1.4 prints a notice about 2.0 when optuna loads; the pin to <2 is deliberate (above).
 os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
 
@@ -36,7 +33,3 @@ def stored_trials(storage: str, study_name: str) -> int:
 
 def study_seed(seed: int, study_name: str, storage: str | None) -> int:
     return int(seed) + (stored_trials(storage, study_name) if storage else 0)
-
-
-if not OmegaConf.has_resolver("study_seed"):
-    OmegaConf.register_new_resolver("study_seed", study_seed)

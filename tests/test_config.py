@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from gan.errors import UserError
 from gan.schema import validate
-from tests.conftest import CONF, make_cfg, run_cli
+from tests.helpers import CONF, make_cfg, run_cli
 
 GROUPS = ["data", "model", "loss", "optimizer", "trainer", "logger", "callbacks", "experiment", "hparams_search", "debug"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from gan.checkpoints import load_generator
 from gan.errors import UserError
+from gan.fit import fit
 from gan.generate import Args, write
 from gan.module import LOGGED_METRICS
-from gan.runs import generate, load_generator
-from gan.train import train
-from tests.conftest import CONF, make_cfg, quick
-from tests.test_train import optimizer_steps, write_idx
+from gan.sampling import generate
+from tests.helpers import CONF, make_cfg, optimizer_steps, quick, write_idx
 
 EXPERIMENTS = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
 SHORT = ("trainer.max_steps=6", "sample_every=3", "callbacks.checkpoint.every_n_train_steps=3")
@@ -35,7 +35,7 @@ def test_the_zoo_is_complete_and_every_header_names_its_paper_and_time():
 
 @pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if "fashion" not in e])
 def test_every_experiment_trains_on_mnist(experiment, mnist_root, tmp_path):
-    metrics = train(make_cfg(f"experiment={experiment}", *quick(*SHORT), run_dir=tmp_path))
+    metrics = fit(make_cfg(f"experiment={experiment}", *quick(*SHORT), run_dir=tmp_path))
     assert all(math.isfinite(metrics[tag]) for tag in LOGGED_METRICS)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 6
@@ -48,7 +48,7 @@ def test_every_experiment_trains_on_mnist(experiment, mnist_root, tmp_path):
 def test_dcgan_fashion_mnist_trains_on_fashion_mnist_files(tmp_path):
     for split, n in (("train", 400), ("test", 50)):
         write_idx(tmp_path / "data" / "FashionMNIST" / "raw", n, split)
-    metrics = train(make_cfg("experiment=dcgan_fashion_mnist", *quick(*SHORT, f"data.root={tmp_path / 'data'}"),
+    metrics = fit(make_cfg("experiment=dcgan_fashion_mnist", *quick(*SHORT, f"data.root={tmp_path / 'data'}"),
                              run_dir=tmp_path / "run"))
     assert all(math.isfinite(metrics[tag]) for tag in LOGGED_METRICS)
     config = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["config"]
@@ -58,7 +58,7 @@ def test_dcgan_fashion_mnist_trains_on_fashion_mnist_files(tmp_path):
 @pytest.fixture(scope="module")
 def conditional_run(mnist_root, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cgan")
-    train(make_cfg("experiment=cgan_mnist", *quick(*SHORT, "gan.ema_decay=0.9"), run_dir=run_dir))
+    fit(make_cfg("experiment=cgan_mnist", *quick(*SHORT, "gan.ema_decay=0.9"), run_dir=run_dir))
     return run_dir
 
 
@@ -85,12 +85,12 @@ def test_generate_draws_the_requested_class_from_the_ema_generator(conditional_r
 
 
 def test_a_class_for_an_unconditional_generator_is_a_clear_error(mnist_root, tmp_path):
-    train(make_cfg(*quick("trainer.max_steps=2", "sample_every=2"), run_dir=tmp_path))
+    fit(make_cfg(*quick("trainer.max_steps=2", "sample_every=2"), run_dir=tmp_path))
     with pytest.raises(UserError, match="not conditional"):
         write(Args(ckpt=str(tmp_path), n=2, out=str(tmp_path / "x.png"), label=3))
 
 
 def test_an_image_size_dcgan_cannot_mirror_stops_before_training(mnist_root, tmp_path):
     with pytest.raises(UserError, match=r"model.generator \(gan.networks.DCGANGenerator\) cannot be built.*square images"):
-        train(make_cfg(*quick("model=dcgan", "data.image_shape=[1,6,6]"), run_dir=tmp_path))
+        fit(make_cfg(*quick("model=dcgan", "data.image_shape=[1,6,6]"), run_dir=tmp_path))
     assert not (tmp_path / "checkpoints").exists()

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from gan.losses import Hinge, LeastSquares, Minimax, NonSaturating, Wasserstein, gradient_penalty, r1_penalty
-from tests.conftest import CONF, make_cfg
+from tests.helpers import CONF, make_cfg
 
 REAL, FAKE = torch.tensor([2.0, -1.0]), torch.tensor([-3.0, 0.5])
 

@@ -15,12 +15,11 @@ from hydra.errors import InstantiationException
 from gan.data import FashionMNISTDataModule, MNISTDataModule
 from gan.errors import UserError
 from gan.evaluate import Args, evaluate
+from gan.fit import fit, objective
 from gan.metrics import extractor
-from gan.metrics.extractor import Classifier, Recipe, cache_key, classifier_for
+from gan.metrics.extractor import Recipe, cache_key, classifier_for
 from gan.metrics.scores import fid, inception_score, kid, mode_coverage, precision_recall, score
-from gan.train import objective, train
-from tests.conftest import ROOT, make_cfg, quick
-from tests.test_train import events, write_idx
+from tests.helpers import ROOT, events, make_cfg, quick, write_idx
 
 
 def gaussian(n: int, mean: torch.Tensor, std: float, seed: int) -> torch.Tensor:
@@ -129,7 +128,7 @@ def evaluated_run(mnist_classifier, tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("evaluated")
     cfg = make_cfg(*quick("eval_every=6", "metrics.n=500", "optimized_metric=metrics/fid"), run_dir=run_dir)
-    return run_dir, objective(cfg, train(cfg))
+    return run_dir, objective(cfg, fit(cfg))
 
 
 @pytest.mark.slow
@@ -168,16 +167,16 @@ def test_evaluate_is_repeatable_and_generate_writes_png_and_npy(evaluated_run, t
 def test_optimized_metric_must_be_one_the_run_reports(tmp_path):
 
     with pytest.raises(UserError, match="optimized_metric=metrics/fid is not reported.*eval_every > 0"):
-        train(make_cfg(*quick("optimized_metric=metrics/fid"), run_dir=tmp_path))
+        fit(make_cfg(*quick("optimized_metric=metrics/fid"), run_dir=tmp_path))
     with pytest.raises(UserError, match="optimized_metric=train/nosuch is not reported"):
-        train(make_cfg(*quick("optimized_metric=train/nosuch"), run_dir=tmp_path))
+        fit(make_cfg(*quick("optimized_metric=train/nosuch"), run_dir=tmp_path))
 
 
 @pytest.mark.slow
 def test_health_monitor_flags_low_mode_coverage(mnist_classifier, tmp_path, caplog):
     cfg = make_cfg(*quick("eval_every=6", "metrics.n=200", "callbacks.health.min_modes=11"), run_dir=tmp_path)
     with caplog.at_level("WARNING", logger="gan.callbacks"):
-        train(cfg)
+        fit(cfg)
     assert sum("fewer than 11 classes" in r.getMessage() for r in caplog.records) == 1
     assert [e.value for e in events(tmp_path).Scalars("health/low_modes")] == [1.0, 1.0]
 
@@ -197,7 +196,7 @@ def random_inception_weights(path, monkeypatch) -> str:
 def test_inception_features_without_weights_stop_with_what_to_do(tmp_path):
     # Hydra wraps what a config-built callback raises in its own (also traceback-free) error
     with pytest.raises(InstantiationException, match="needs the Inception-v3 weights on disk.*metrics.features=classifier"):
-        train(make_cfg(*quick("eval_every=6", "metrics.features=inception", f"metrics.inception_weights={tmp_path}/none.pth"),
+        fit(make_cfg(*quick("eval_every=6", "metrics.features=inception", f"metrics.inception_weights={tmp_path}/none.pth"),
                        run_dir=tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from gan.losses import NonSaturating, bce
 from gan.module import GAN, d_statistics
-from tests.conftest import make_cfg
+from tests.helpers import make_cfg
 
 
 class FixedBatches(pl.LightningDataModule):

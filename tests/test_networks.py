@@ -6,7 +6,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from gan.networks import MLPDiscriminator, MLPGenerator, keras_param_count
-from tests.conftest import make_cfg
+from tests.helpers import make_cfg
 
 
 def linear_params(dims):
@@ -73,7 +73,7 @@ CONDITIONINGS = [None, "concat", "projection"]
 def nets(model: str, shape, conditioning: str | None = None, *overrides: str):
     """G and D of conf/model/<model>.yaml for `shape` images (small DCGAN widths: the layout is the same)."""
     small = ["model.generator.width=8", "model.discriminator.width=8"] if model == "dcgan" else []
-    cond = [f"model.conditional=true", f"model.conditioning={conditioning}"] if conditioning else []
+    cond = ["model.conditional=true", f"model.conditioning={conditioning}"] if conditioning else []
     cfg = make_cfg(f"model={model}", f"data.image_shape=[{','.join(map(str, shape))}]", *small, *cond, *overrides)
     torch.manual_seed(0)
     return instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)

@@ -8,15 +8,13 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
-import gan.study  # noqa: F401  (before optuna: quiets SQLAlchemy's 2.0 notice, as train.py does)
 import optuna
+import pytest
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+import gan.study  # noqa: F401  (before optuna: quiets SQLAlchemy's 2.0 notice, as train.py does)
 from gan.report import report
-from tests.conftest import run_cli
-from tests.test_train import events
+from tests.helpers import events, run_cli
 
 TINY = ("trainer=cpu", "trainer.max_steps=4", "trainer.log_every_n_steps=2", "sample_every=2", "eval_every=0",
         "optimized_metric=train/g_loss", "callbacks.progress_bar.refresh_rate=0")
@@ -91,9 +89,9 @@ def test_the_submitit_local_launcher_runs_a_job(tmp_path):
 
 
 def test_the_slurm_launcher_config_composes_with_the_cluster_keys():
-    from tests.conftest import CONF
-
     from hydra import compose, initialize_config_dir
+
+    from tests.helpers import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
@@ -104,7 +102,7 @@ def test_the_slurm_launcher_config_composes_with_the_cluster_keys():
 
 def test_a_run_the_health_monitor_stops_is_marked_stopped(tmp_path):
     from gan.job import run
-    from tests.conftest import make_cfg, quick
+    from tests.helpers import make_cfg, quick
 
     # "D wins" whenever D(x) > 0 and D(G(z)) < 1, i.e. always: the monitor stops the run after 3 iterations
     run(make_cfg(*quick("callbacks.health.action=stop", "callbacks.health.d_real_above=0", "callbacks.health.d_fake_below=1",

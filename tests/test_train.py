@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gan.errors import UserError
+from gan.fit import fit
 from gan.module import LOGGED_METRICS
-from gan.train import train
-from tests.conftest import make_cfg, quick, run_cli
-
-
-def events(run_dir: Path) -> EventAccumulator:
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    acc.Reload()
-    return acc
-
-
-def generator_weights(ckpt: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    return {k: v for k, v in state.items() if k.startswith("generator.")}
+from tests.helpers import events, generator_weights, make_cfg, optimizer_steps, quick, run_cli, write_idx
 
 
 @pytest.fixture(scope="module")
 def short_run(mnist_root, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    metrics = train(make_cfg(*quick(), run_dir=run_dir))
+    metrics = fit(make_cfg(*quick(), run_dir=run_dir))
     return run_dir, metrics
 
 
@@ -64,29 +51,23 @@ def test_hparams_table_holds_the_flat_config_and_the_metric_columns(short_run):
 def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(short_run, tmp_path):
     run_dir, _ = short_run
     resumed = tmp_path / "resumed"
-    train(make_cfg(*quick("trainer.max_steps=18", f"ckpt_path={run_dir}"), run_dir=resumed))  # a run folder works as ckpt_path
+    fit(make_cfg(*quick("trainer.max_steps=18", f"ckpt_path={run_dir}"), run_dir=resumed))  # a run folder works as ckpt_path
     last = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 18
     assert sorted(p.name for p in (resumed / "images").glob("*.png")) == ["15.png", "18.png"]
     assert [e.step for e in events(resumed).Scalars("train/d_loss")] == [15, 18]
 
     straight = tmp_path / "straight"
-    train(make_cfg(*quick("trainer.max_steps=18"), run_dir=straight))
+    fit(make_cfg(*quick("trainer.max_steps=18"), run_dir=straight))
     a, b = generator_weights(resumed / "checkpoints" / "last.ckpt"), generator_weights(straight / "checkpoints" / "last.ckpt")
     assert all(torch.equal(a[k], b[k]) for k in a)  # same batches, same noise, same optimizer state
 
 
 def test_same_seed_gives_identical_losses_and_another_seed_does_not(mnist_root, tmp_path):
-    runs = {name: train(make_cfg(*quick(f"seed={seed}", "trainer.max_steps=9"), run_dir=tmp_path / name))
+    runs = {name: fit(make_cfg(*quick(f"seed={seed}", "trainer.max_steps=9"), run_dir=tmp_path / name))
             for name, seed in (("a", 1), ("b", 1), ("c", 2))}
     assert runs["a"] == runs["b"]
     assert runs["a"]["train/g_loss"] != runs["c"]["train/g_loss"]
-
-
-def optimizer_steps(ckpt: Path) -> list[int]:
-    """Adam's step count of G's and D's optimizer, from a checkpoint."""
-    states = torch.load(ckpt, weights_only=False)["optimizer_states"]
-    return [int(next(iter(s["state"].values()))["step"]) for s in states]
 
 
 @pytest.mark.parametrize("overrides, g_steps, d_steps", [
@@ -95,26 +76,26 @@ def optimizer_steps(ckpt: Path) -> list[int]:
     (("gan.n_critic=3", "data.sampling=epochs"), 12, 72),  # three real batches per iteration, two steps each
 ])
 def test_optimizer_steps_per_gan_iteration(overrides, g_steps, d_steps, mnist_root, tmp_path):
-    train(make_cfg(*quick(*overrides), run_dir=tmp_path))
+    fit(make_cfg(*quick(*overrides), run_dir=tmp_path))
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=False)["global_step"] == 12
     assert optimizer_steps(ckpt) == [g_steps, d_steps]
 
 
 def test_64_bit_precision_trains(mnist_root, tmp_path):
-    metrics = train(make_cfg(*quick("trainer.precision=64-true"), run_dir=tmp_path))
+    metrics = fit(make_cfg(*quick("trainer.precision=64-true"), run_dir=tmp_path))
     assert all(math.isfinite(metrics[tag]) for tag in LOGGED_METRICS)
     assert generator_weights(tmp_path / "checkpoints" / "last.ckpt")["generator.net.0.weight"].dtype == torch.float64
 
 
 def test_without_the_checkpoint_callback_no_lightning_default_checkpoints_appear(mnist_root, tmp_path):
-    train(make_cfg(*quick("~callbacks.checkpoint"), run_dir=tmp_path))
+    fit(make_cfg(*quick("~callbacks.checkpoint"), run_dir=tmp_path))
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="nope.ckpt: no checkpoint there"):
-        train(make_cfg(*quick(f"ckpt_path={tmp_path / 'nope.ckpt'}"), run_dir=tmp_path))
+        fit(make_cfg(*quick(f"ckpt_path={tmp_path / 'nope.ckpt'}"), run_dir=tmp_path))
 
 
 @pytest.mark.slow
@@ -162,23 +143,10 @@ def test_multirun_of_two_by_two_overrides_makes_four_distinct_runs(mnist_root, t
     assert sorted(p.name for p in (tmp_path / "sweep_1").iterdir() if p.is_dir()) == ["0", "1"]
 
 
-def write_idx(folder: Path, n: int, split: str) -> None:
-    """A tiny dataset in the original idx format, as torchvision's MNIST-style classes read it."""
-    import numpy as np
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-    prefix = "train" if split == "train" else "t10k"
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(np.array([2051, n, 28, 28], ">i4").tobytes() + images.tobytes())
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([2049, n], ">i4").tobytes() + labels.tobytes())
-
-
 def test_fashion_mnist_trains_from_idx_files_under_its_own_folder(tmp_path):
     for split, n in (("train", 96), ("test", 16)):
         write_idx(tmp_path / "data" / "FashionMNIST" / "raw", n, split)
-    metrics = train(make_cfg(*quick("data=fashion_mnist", f"data.root={tmp_path / 'data'}", "data.batch_size=8",
+    metrics = fit(make_cfg(*quick("data=fashion_mnist", f"data.root={tmp_path / 'data'}", "data.batch_size=8",
                                     "data.download=false"), run_dir=tmp_path / "run"))
     assert all(math.isfinite(metrics[tag]) for tag in LOGGED_METRICS)
     assert (tmp_path / "run" / "images" / "12.png").exists()
@@ -186,7 +154,7 @@ def test_fashion_mnist_trains_from_idx_files_under_its_own_folder(tmp_path):
 
 @pytest.mark.parametrize("logger", ["csv", "none"])
 def test_other_loggers(logger, mnist_root, tmp_path):
-    train(make_cfg(*quick(f"logger={logger}"), run_dir=tmp_path))
+    fit(make_cfg(*quick(f"logger={logger}"), run_dir=tmp_path))
     assert not list(tmp_path.glob("events.out.tfevents.*"))
     assert (tmp_path / "checkpoints" / "last.ckpt").exists() and (tmp_path / "images" / "12.png").exists()
     if logger == "csv":
@@ -202,7 +170,7 @@ def test_health_monitor_flags_a_discriminator_that_wins_outright(action, mnist_r
                           "optimizer.discriminator.lr=2e-3", "callbacks.health.window=10", f"callbacks.health.action={action}"),
                    run_dir=tmp_path)
     with caplog.at_level("WARNING", logger="gan.callbacks"):
-        train(cfg)
+        fit(cfg)
     warnings = [r.getMessage() for r in caplog.records if "D wins outright" in r.getMessage()]
     assert len(warnings) == 1  # once, not every step
     flags = {e.step: e.value for e in events(tmp_path).Scalars("health/d_wins")}
@@ -216,14 +184,14 @@ def test_health_monitor_flags_nonfinite_losses(mnist_root, tmp_path, caplog):
     cfg = make_cfg(*quick("optimizer.lr=1e30", "optimizer=sgd", "trainer.log_every_n_steps=1", "callbacks.health.action=stop"),
                    run_dir=tmp_path)
     with caplog.at_level("WARNING", logger="gan.callbacks"):
-        train(cfg)
+        fit(cfg)
     assert any("NaN or infinite" in r.getMessage() for r in caplog.records)
     assert max(e.value for e in events(tmp_path).Scalars("health/nonfinite")) == 1
 
 
 def test_checkpoint_callbacks_may_share_an_interval(mnist_root, tmp_path):
     """Lightning refuses two ModelCheckpoints with the same state key; ours are keyed by name."""
-    train(make_cfg(*quick("callbacks.checkpoint.every_n_train_steps=6", "callbacks.last.every_n_train_steps=6"), run_dir=tmp_path))
+    fit(make_cfg(*quick("callbacks.checkpoint.every_n_train_steps=6", "callbacks.last.every_n_train_steps=6"), run_dir=tmp_path))
     states = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
     assert all(any(f"'name': '{name}'" in key for key in states) for name in ("checkpoint", "last", "best"))
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt", "step_000006.ckpt", "step_000012.ckpt"]

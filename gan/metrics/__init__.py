@@ -1,1 +1,6 @@
-"""Offline GAN metrics on a classifier the project trains itself (issue: metrics you can trust)."""
+"""Offline GAN metrics on a classifier the project trains itself (issue: metrics you can trust).
+
+The names live here, without torch, so that `gan.report` can read them cheaply."""
+
+METRICS = ("fid", "kid", "is", "precision", "recall", "modes_covered", "kl_uniform")
+TAGS = tuple(f"metrics/{name}" for name in METRICS)  # as logged during training

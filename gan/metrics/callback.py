@@ -8,11 +8,11 @@ import logging
 import pytorch_lightning as pl
 import torch
 
-from gan.metrics.evaluator import METRICS, Evaluator
+from gan.metrics import METRICS
+from gan.metrics.evaluator import Evaluator
 from gan.metrics.inception import InceptionFeatures
 
 log = logging.getLogger(__name__)
-TAGS = tuple(f"metrics/{name}" for name in METRICS)
 
 
 class EvaluateMetrics(pl.Callback):
@@ -37,6 +37,6 @@ class EvaluateMetrics(pl.Callback):
         metrics = {f"metrics/{name}": float(result[name]) for name in METRICS}
         for logger in trainer.loggers:  # at this step, whatever trainer.log_every_n_steps is
             logger.log_metrics(metrics, step=step)
-        # callback_metrics feed the `best` ModelCheckpoint (monitor: metrics/fid) and train()'s result.
+        # callback_metrics feed the `best` ModelCheckpoint (monitor: metrics/fid) and fit()'s result.
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
         log.info("step %d: %s", step, ", ".join(f"{name}={result[name]:.4g}" for name in METRICS))

@@ -8,9 +8,7 @@ from torch import nn
 from gan.metrics.extractor import classifier_for
 from gan.metrics.inception import InceptionFeatures
 from gan.metrics.scores import score
-from gan.runs import generate
-
-METRICS = ("fid", "kid", "is", "precision", "recall", "modes_covered", "kl_uniform")
+from gan.sampling import generate
 
 
 class Evaluator:

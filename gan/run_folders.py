@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
 from gan.errors import UserError
 
@@ -60,11 +60,6 @@ def free_job_dir(sweep_dir: str, job_num: int) -> str:
     same study already used it (claimed with an atomic mkdir, so parallel jobs never share)."""
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     return claim(Path(sweep_dir) / str(n) for n in itertools.count(int(job_num))).name
-
-
-for name, resolver in (("unique_dir", unique_dir), ("sweep_dir", sweep_dir), ("free_job_dir", free_job_dir)):
-    if not OmegaConf.has_resolver(name):
-        OmegaConf.register_new_resolver(name, resolver, use_cache=True)
 
 
 class RunDirGuard(Callback):

@@ -1,4 +1,4 @@
-"""Finding a run's checkpoint and config, and rebuilding its generator from them."""
+"""A run's checkpoints: finding one (a file, or a run folder's last or best), and rebuilding its generator."""
 
 from __future__ import annotations
 
@@ -37,31 +37,3 @@ def load_generator(path: str, best: bool = False, ema: bool = True) -> tuple[nn.
     prefix = "generator_ema.module." if ema and any(k.startswith("generator_ema.") for k in state) else "generator."
     generator.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
     return generator.eval(), cfg, ckpt
-
-
-def balanced_labels(n: int, num_classes: int | None, label: int | None = None) -> torch.Tensor | None:
-    """Labels for n samples of a conditional generator: all `label`, or the classes in turn
-    (0, 1, ..., 9, 0, 1, ...); None for an unconditional one (which must not be given a label)."""
-    if num_classes is None:
-        if label is not None:
-            raise UserError(f"label={label}: this generator is not conditional (model.conditional=false), so it takes no class.")
-        return None
-    if label is None:
-        return torch.arange(n) % num_classes
-    if not 0 <= label < num_classes:
-        raise UserError(f"label={label}: this generator knows classes 0 to {num_classes - 1}.")
-    return torch.full((n,), label)
-
-
-@torch.no_grad()
-def generate(generator: nn.Module, n: int, seed: int = 0, label: int | None = None, batch_size: int = 1000) -> torch.Tensor:
-    """n samples in [-1, 1] from a fixed noise (same seed, same samples), on the CPU; a
-    conditional generator gets `balanced_labels`."""
-    noise = generator.draw_noise(n, torch.Generator().manual_seed(seed))
-    labels = balanced_labels(n, generator.num_classes, label)
-    parameter = next(generator.parameters())
-    chunks = []
-    for i in range(0, n, batch_size):
-        y = None if labels is None else labels[i : i + batch_size].to(parameter.device)
-        chunks.append(generator(noise[i : i + batch_size].to(parameter.device, parameter.dtype), y).float().cpu())
-    return torch.cat(chunks)

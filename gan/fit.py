@@ -12,11 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from gan.checkpoints import resolve_checkpoint
 from gan.errors import UserError
 from gan.hparams import log_run_config
-from gan.metrics.callback import TAGS as METRIC_TAGS
+from gan.metrics import TAGS as METRIC_TAGS
 from gan.module import GAN, LOGGED_METRICS
-from gan.runs import resolve_checkpoint
 from gan.schema import validate
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def metric_tags(cfg: DictConfig) -> tuple[str, ...]:
     return LOGGED_METRICS + (METRIC_TAGS if cfg.eval_every else ())
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def fit(cfg: DictConfig) -> dict[str, float]:
     validate(cfg)
     tags = metric_tags(cfg)
     if cfg.optimized_metric is not None and cfg.optimized_metric not in tags:

@@ -1,0 +1,74 @@
+"""What the tests share: the real configs (conf/) composed as `python train.py` composes them,
+the CLI in a subprocess, short runs, tiny datasets on disk, and readers of what a run wrote."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from gan import resolvers
+
+resolvers.register()  # as train.py does, before composing
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# CI sets GAN_DATA_DIR (../shared/data); elsewhere MNIST is downloaded into data/ on first use.
+DATA_ROOT = os.environ.get("GAN_DATA_DIR", str(ROOT / "data"))
+
+
+def make_cfg(*overrides: str, run_dir: Path | None = None) -> DictConfig:
+    """The composed training config, as train.py would get it (without the hydra node)."""
+    extra = [f"run_dir={run_dir}"] if run_dir is not None else ["run_dir=/nonexistent"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=[f"data.root={DATA_ROOT}", *extra, *overrides])
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` in a subprocess, from `cwd` (so outputs/ lands there)."""
+    env = {**os.environ, "GAN_DATA_DIR": DATA_ROOT}
+    env.pop("HYDRA_FULL_ERROR", None)  # errors as users see them
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def quick(*overrides: str) -> list[str]:
+    """Overrides for a few-second CPU run with every part switched on."""
+    return ["trainer=cpu", "eval_every=0", "trainer.max_steps=12", "trainer.log_every_n_steps=3", "sample_every=5",
+            "callbacks.checkpoint.every_n_train_steps=6", "callbacks.progress_bar.refresh_rate=0", *overrides]
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def generator_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("generator.")}
+
+
+def optimizer_steps(ckpt: Path) -> list[int]:
+    """Adam's step count of G's and D's optimizer, from a checkpoint."""
+    states = torch.load(ckpt, weights_only=False)["optimizer_states"]
+    return [int(next(iter(s["state"].values()))["step"]) for s in states]
+
+
+def write_idx(folder: Path, n: int, split: str) -> None:
+    """A tiny dataset in the original idx format, as torchvision's MNIST-style classes read it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+    prefix = "train" if split == "train" else "t10k"
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(np.array([2051, n, 28, 28], ">i4").tobytes() + images.tobytes())
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([2049, n], ">i4").tobytes() + labels.tobytes())
