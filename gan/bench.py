@@ -30,7 +30,7 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def plain_step(g, d, g_opt, d_opt, images: torch.Tensor, batch: int, latent: int):
-    """The seed update written out in plain PyTorch: what the runner is measured against."""
+    """The Keras example's update written out in plain PyTorch: what the runner is measured against."""
     device = images.device
     ones, zeros = torch.ones(batch, device=device), torch.zeros(batch, device=device)
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
+
+from gan.constraints import Fraction, NonNegInt, PosInt
+from gan.lightning_adapter import checkpoint_state_key
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +29,7 @@ class SampleGrid(pl.Callback):
     training noise) and is saved in checkpoints, so a resumed run keeps drawing the same grid.
     """
 
-    def __init__(self, dirpath: str, every_n_steps: int = 200, nrow: int = 5, seed: int = 0):
+    def __init__(self, dirpath: str, every_n_steps: PosInt = 200, nrow: PosInt = 5, seed: NonNegInt = 0):
         self.dirpath, self.every_n_steps, self.nrow, self.seed = Path(dirpath), every_n_steps, nrow, seed
         self.noise: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
@@ -80,9 +84,7 @@ class Checkpoint(ModelCheckpoint):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(name=self.name, monitor=self.monitor, mode=self.mode,
-                                        every_n_train_steps=self._every_n_train_steps,
-                                        every_n_epochs=self._every_n_epochs, train_time_interval=self._train_time_interval)
+        return checkpoint_state_key(self, self.name)
 
 
 class ExceptionCheckpoint(pl.Callback):
@@ -106,8 +108,8 @@ class HealthMonitor(pl.Callback):
     Logs health/d_wins, health/nonfinite and health/low_modes (0 or 1); `action=stop` also ends
     the run (last.ckpt is still written)."""
 
-    def __init__(self, action: str = "warn", window: int = 1000, d_real_above: float = 0.95,
-                 d_fake_below: float = 0.05, min_modes: int = 8):
+    def __init__(self, action: Literal["warn", "stop"] = "warn", window: PosInt = 1000, d_real_above: Fraction = 0.95,
+                 d_fake_below: Fraction = 0.05, min_modes: NonNegInt = 8):
         if action not in ("warn", "stop"):
             raise ValueError(f"action must be warn or stop, got {action!r}")
         self.action, self.window, self.min_modes = action, window, min_modes
@@ -139,13 +141,15 @@ class HealthMonitor(pl.Callback):
         for logger in trainer.loggers:
             logger.log_metrics({f"health/{name}": float(on) for name, on in signals.items()}, step=step)
         messages = {
-            "d_wins": f"D wins outright: D(x) > {self.d_real_above} and D(G(z)) < {self.d_fake_below} for {self.window} iterations (G gets no gradient)",
+            "d_wins": f"D wins outright: D(x) > {self.d_real_above} and D(G(z)) < {self.d_fake_below} "
+                      f"for {self.window} iterations (G gets no gradient)",
             "nonfinite": "a loss is NaN or infinite",
             "low_modes": f"the samples cover fewer than {self.min_modes} classes (mode collapse)",
         }
         for name, on in signals.items():
             if on and name not in self.reported:
                 self.reported.add(name)
-                log.warning("Training health, step %d: %s.%s", step, messages[name], " Stopping (callbacks.health.action=stop)." if self.action == "stop" else "")
+                stopping = " Stopping (callbacks.health.action=stop)." if self.action == "stop" else ""
+                log.warning("Training health, step %d: %s.%s", step, messages[name], stopping)
                 if self.action == "stop":
                     trainer.should_stop = True

@@ -7,13 +7,16 @@ image tensor that lives there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated, Literal
 
 import pytorch_lightning as pl
 import torch
+from pydantic import Field
 from torchvision import datasets
 
+from gan.constraints import NonNegInt, PosInt
 from gan.errors import UserError
 
 SAMPLINGS = ("with_replacement", "epochs")
@@ -24,7 +27,7 @@ class StepBatches:
 
     The draw for iteration `t` depends only on (seed, t), so a run resumed from a
     checkpoint at step `t` sees exactly the batches an uninterrupted run would:
-    `with_replacement` draws each batch uniformly with replacement, as the seed's
+    `with_replacement` draws each batch uniformly with replacement, as the Keras example's
     `np.random.randint` does; `epochs` walks a fresh permutation per epoch.
     `start_step` is asked at every `iter()` (every epoch), so resuming mid-epoch yields the
     rest of that epoch only.
@@ -37,7 +40,8 @@ class StepBatches:
         self.start_step = start_step
         self.steps_per_epoch = n // (batch_size * batches_per_step)
         if self.steps_per_epoch < 1:
-            raise UserError(f"data.batch_size={batch_size} x gan.n_critic={batches_per_step} is more than the dataset's {n} images.")
+            raise UserError(f"data.batch_size={batch_size} x gan.n_critic={batches_per_step} "
+                            f"is more than the dataset's {n} images.")
 
     def __len__(self) -> int:
         return self.steps_per_epoch
@@ -60,7 +64,7 @@ class StepBatches:
 
 
 class TorchvisionImageDataModule(pl.LightningDataModule):
-    """One torchvision dataset class's training split, scaled to [-1, 1] as the seed does
+    """One torchvision dataset class's training split, scaled to [-1, 1] as the Keras example does
     (x / 127.5 - 1), in memory on the training device with its labels."""
 
     dataset_class: type[datasets.VisionDataset]
@@ -69,13 +73,13 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
     def __init__(
         self,
         root: str,
-        batch_size: int = 32,
-        image_shape: Sequence[int] = (1, 28, 28),
-        sampling: str = "with_replacement",
-        batches_per_step: int = 1,
+        batch_size: PosInt = 32,
+        image_shape: tuple[PosInt, PosInt, PosInt] = (1, 28, 28),
+        sampling: Literal[SAMPLINGS] = "with_replacement",
+        batches_per_step: PosInt = 1,
         download: bool = True,
-        seed: int = 0,
-        num_classes: int | None = None,
+        seed: NonNegInt = 0,
+        num_classes: Annotated[int, Field(strict=True, ge=2)] | None = None,
     ):
         """`num_classes`: what the config promises the model (conditional networks size their
         label embeddings from it); checked against the dataset's classes."""
@@ -108,7 +112,7 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
             ) from None
 
     def split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images of one split scaled as the seed does (x / 127.5 - 1), and their labels."""
+        """Images of one split scaled as the Keras example does (x / 127.5 - 1), and their labels."""
         dataset = self._dataset(train=train, download=False)
         return dataset.data.unsqueeze(1).float().div_(127.5).sub_(1.0), dataset.targets
 
@@ -117,7 +121,8 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
             return
         images, labels = self.split(train=True)
         if tuple(images.shape[1:]) != self.image_shape:
-            raise UserError(f"data.image_shape={list(self.image_shape)} but {self.dataset_class.__name__} images are {list(images.shape[1:])}.")
+            raise UserError(f"data.image_shape={list(self.image_shape)} but {self.dataset_class.__name__} images "
+                            f"are {list(images.shape[1:])}.")
         self.images, self.labels = images, labels
 
     def train_dataloader(self) -> StepBatches:
@@ -126,7 +131,8 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
             start_step=lambda: self.trainer.global_step if self.trainer is not None else 0,
         )
 
-    def transfer_batch_to_device(self, batch: torch.Tensor, device: torch.device, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def transfer_batch_to_device(self, batch: torch.Tensor, device: torch.device,
+                                 dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Index batch -> (images, labels) on `device`."""
         if self.images.device != device:
             self.images, self.labels = self.images.to(device), self.labels.to(device)

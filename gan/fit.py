@@ -7,16 +7,15 @@ import warnings
 
 import pytorch_lightning as pl
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from gan.checkpoints import resolve_checkpoint
 from gan.errors import UserError
 from gan.hparams import log_run_config
 from gan.metrics import TAGS as METRIC_TAGS
-from gan.module import GAN, LOGGED_METRICS
+from gan.module import GAN, LOGGED_METRICS, network_optimizer
 from gan.schema import validate
 
 log = logging.getLogger(__name__)
@@ -39,19 +38,9 @@ def check_optimizers(cfg: DictConfig) -> None:
     wrong argument (`+optimizer.generator.lrr=1`) stops the run before anything is written."""
     for net in ("generator", "discriminator"):
         try:
-            instantiate(cfg.optimizer[net])([torch.zeros(1, requires_grad=True)])
+            network_optimizer(cfg.optimizer, net)([torch.zeros(1, requires_grad=True)])
         except (TypeError, ValueError) as exc:
-            raise UserError(f"optimizer.{net} ({cfg.optimizer[net]._target_}) does not accept its arguments: {exc}") from None
-
-
-def build(cfg: DictConfig, key: str):
-    """instantiate(cfg.<key>), with a constructor's refusal (a DCGAN for 30x30 images) as a UserError naming the key."""
-    node = OmegaConf.select(cfg, key)
-    try:
-        return instantiate(node)
-    except InstantiationException as exc:
-        cause = exc.__cause__ if exc.__cause__ is not None else exc
-        raise UserError(f"{key} ({node._target_}) cannot be built from this config: {cause}") from None
+            raise UserError(f"optimizer.{net} ({cfg.optimizer._target_}) does not accept its arguments: {exc}") from None
 
 
 def objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
@@ -81,21 +70,12 @@ def fit(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data, batches_per_step=cfg.gan.n_critic)  # one real batch per D step
     datamodule.prepare_data()  # a missing dataset stops the run here, before anything is built
-    module = GAN(
-        generator=build(cfg, "model.generator"),
-        discriminator=build(cfg, "model.discriminator"),
-        g_optimizer=instantiate(cfg.optimizer.generator),
-        d_optimizer=instantiate(cfg.optimizer.discriminator),
-        loss=build(cfg, "loss"),
-        d_update=cfg.gan.d_update,
-        fakes_mode=cfg.gan.fakes_mode,
-        ema_decay=cfg.gan.ema_decay,
-        config=OmegaConf.to_container(cfg, resolve=False),  # interpolations such as the data root resolve where it is loaded
-    )
+    module = GAN.from_config(cfg)
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)  # else Lightning adds its own
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, enable_checkpointing=checkpointing)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                                      enable_checkpointing=checkpointing)
     log_run_config(loggers, cfg, tags)
 
     log.info("Run folder: %s", cfg.run_dir)

@@ -10,6 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams
 
+from gan.lightning_adapter import tensorboard_writer
+
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
     """Dotted keys, scalar values. Lists become their text and None "null", so every run of a
@@ -59,6 +61,6 @@ def log_run_config(loggers: Iterable[Logger], cfg: DictConfig, metric_tags: Iter
         if isinstance(logger, TensorBoardLogger):
             text = "\n".join("    " + line for line in OmegaConf.to_yaml(cfg, resolve=True).splitlines())
             logger.experiment.add_text("config", text, 0)
-            writer = logger.experiment._get_file_writer()
+            writer = tensorboard_writer(logger)
             for summary in hparams(table_params(params), {tag: 0.0 for tag in metric_tags}):
                 writer.add_summary(summary)

@@ -3,9 +3,15 @@ and the gradient penalties. All take D's raw outputs (logits / critic scores).""
 
 from __future__ import annotations
 
+import warnings
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
+
+from gan.constraints import NonNegFloat
 
 
 def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -15,17 +21,24 @@ def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
 class Loss:
     """D minimises `d_real(D(x)) + d_fake(D(G(z)))` (+ penalties), G minimises `g(D(G(z)))`.
 
-    `gradient_penalty` (WGAN-GP, Gulrajani et al. 2017): weight of E[(||grad D(x^)|| - 1)^2]
-    at random points x^ between paired reals and fakes (added to the D step that sees the
-    fakes; the paper's single step is `gan.d_update=joint`). `r1_gamma` (R1, Mescheder et al.
-    2018): adds gamma/2 E[||grad D(x)||^2] on the reals. `probabilities`: D's outputs read as P(real) through a sigmoid (the BCE
-    losses); the others' outputs are raw scores, logged as they are.
+    `gp_weight` (WGAN-GP's lambda, Gulrajani et al. 2017): weight of the `gradient_penalty`
+    E[(||grad D(x^)|| - 1)^2] at random points x^ between paired reals and fakes (added to the
+    D step that sees the fakes; the paper's single step is `gan.d_update=joint`). `r1_gamma`
+    (R1, Mescheder et al. 2018): adds gamma/2 E[||grad D(x)||^2] on the reals.
+    `gradient_penalty`: the old name of `gp_weight`, still read, with a warning.
+    `probabilities`: D's outputs read as P(real) through a sigmoid (the BCE losses); the
+    others' outputs are raw scores, logged as they are.
     """
 
     probabilities = False
 
-    def __init__(self, gradient_penalty: float = 0.0, r1_gamma: float = 0.0):
-        self.gradient_penalty, self.r1_gamma = gradient_penalty, r1_gamma
+    def __init__(self, gp_weight: NonNegFloat = 0.0, r1_gamma: NonNegFloat = 0.0,
+                 gradient_penalty: NonNegFloat | None = None):
+        if gradient_penalty is not None:
+            warnings.warn(f"loss.gradient_penalty is deprecated: it is loss.gp_weight now (using {gradient_penalty}).",
+                          FutureWarning, stacklevel=2)
+            gp_weight = gradient_penalty
+        self.gp_weight, self.r1_gamma = gp_weight, r1_gamma
 
     def d_real(self, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -53,7 +66,7 @@ class Minimax(Loss):
 
     probabilities = True
 
-    def __init__(self, real_label: float = 1.0, **penalties):
+    def __init__(self, real_label: Annotated[float, Field(gt=0, le=1)] = 1.0, **penalties):
         super().__init__(**penalties)
         self.real_label = real_label
 
@@ -68,7 +81,7 @@ class Minimax(Loss):
 
 
 class NonSaturating(Minimax):
-    """The paper's practical variant and the seed's: G maximises log D(G(z)) (labels 1)."""
+    """The paper's practical variant and the Keras example's: G maximises log D(G(z)) (labels 1)."""
 
     def g(self, logits):
         return bce(logits, 1.0)
@@ -78,7 +91,7 @@ class LeastSquares(Loss):
     """LSGAN (Mao et al. 2017), the a=0, b=c=1 coding: D minimises 1/2 (D(x) - 1)^2 + 1/2 D(G(z))^2,
     G minimises 1/2 (D(G(z)) - 1)^2, on D's linear output. `real_label` is b."""
 
-    def __init__(self, real_label: float = 1.0, **penalties):
+    def __init__(self, real_label: Annotated[float, Field(gt=0, le=1)] = 1.0, **penalties):
         super().__init__(**penalties)
         self.real_label = real_label
 
@@ -111,7 +124,7 @@ class Hinge(Loss):
 
 class Wasserstein(Loss):
     """WGAN critic (Arjovsky et al. 2017): D minimises E[D(G(z))] - E[D(x)], G minimises -E[D(G(z))].
-    The Lipschitz constraint comes from `gradient_penalty` (WGAN-GP) or spectral norm."""
+    The Lipschitz constraint comes from `gp_weight` (WGAN-GP) or spectral norm."""
 
     def d_real(self, logits):
         return -logits.mean()

@@ -1,13 +1,13 @@
 """The GAN update: one training step = one GAN iteration = one generator update.
 
-Defaults follow the seed (the Keras `gan.py` example), step by step:
+Defaults follow the Keras reference example (`gan/gan.py` of Keras-GAN), step by step:
   1. D step(s): fakes from G *in inference mode* (Keras `predict` uses BatchNorm running
      statistics, and updates none), then one Adam step on the real batch (label 1) and a
      second one on the fakes (label 0). `d_update=joint` takes one step on the summed loss.
   2. G step: fresh noise through G (training mode) and a frozen D, target label 1
      (non-saturating loss). Only G's optimizer steps.
   3. With `ema_decay`, the moving average of G's weights takes one step.
-The objective is the `loss` object's (gan/losses.py; the seed's is NonSaturating). Conditional
+The objective is the `loss` object's (gan/losses.py; the Keras example's is NonSaturating). Conditional
 runs feed the real batch's labels to D with the reals and with the fakes made for it; G's own
 step draws its labels uniformly.
 `trainer.global_step` counts G updates only: the D steps go through the strategy directly, so
@@ -16,15 +16,23 @@ step draws its labels uniformly.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from contextlib import contextmanager
+from functools import partial
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from gan.constraints import OpenFraction, PosInt
+from gan.errors import build
+from gan.lightning_adapter import uncounted_optimizer_step
 from gan.losses import Loss, NonSaturating, gradient_penalty, r1_penalty
 
 D_UPDATES = ("two_steps", "joint")
@@ -54,7 +62,7 @@ def mode(net: nn.Module, training: bool):
 
 
 def d_statistics(real_logits: torch.Tensor, fake_logits: torch.Tensor, loss: Loss) -> dict[str, torch.Tensor]:
-    """What the seed prints for D (the mean of its losses on the real and the fake batch, its
+    """What the Keras example prints for D (the mean of its losses on the real and the fake batch, its
     accuracy), plus its mean output on each: P(real) for the BCE losses, the raw score otherwise."""
     real, fake = loss.outputs(real_logits), loss.outputs(fake_logits)
     return {
@@ -65,6 +73,15 @@ def d_statistics(real_logits: torch.Tensor, fake_logits: torch.Tensor, loss: Los
     }
 
 
+def network_optimizer(node: DictConfig, network: str) -> Callable[..., Optimizer]:
+    """One network's optimizer, waiting for its parameters: the `optimizer` group's class with
+    every key of the group that it takes, overridden by `optimizer.<network>`."""
+    args = OmegaConf.to_container(node, resolve=True)
+    optimizer = get_class(args["_target_"])
+    shared = {k: v for k, v in args.items() if k in inspect.signature(optimizer).parameters}
+    return partial(optimizer, **{**shared, **args[network]})
+
+
 class GAN(pl.LightningModule):
     def __init__(
         self,
@@ -73,12 +90,14 @@ class GAN(pl.LightningModule):
         g_optimizer: Callable[..., Optimizer],
         d_optimizer: Callable[..., Optimizer],
         loss: Loss | None = None,
-        d_update: str = "two_steps",
-        fakes_mode: str = "eval",
-        ema_decay: float | None = None,
+        d_update: Literal[D_UPDATES] = "two_steps",
+        fakes_mode: Literal[FAKES_MODES] = "eval",
+        ema_decay: OpenFraction | None = None,
+        n_critic: PosInt = 1,
         config: dict | None = None,
     ):
-        """`config`: the run's config, saved in every checkpoint so that a checkpoint alone can
+        """The update rule's parameters are the `gan` config node (`gan.d_update`, ...).
+        `config`: the run's config, saved in every checkpoint so that a checkpoint alone can
         rebuild its generator (gan.evaluate, gan.generate)."""
         super().__init__()
         if d_update not in D_UPDATES or fakes_mode not in FAKES_MODES:
@@ -88,7 +107,7 @@ class GAN(pl.LightningModule):
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.latent_dim, self.num_classes = generator.latent_dim, generator.num_classes
-        self.d_update, self.fakes_mode = d_update, fakes_mode
+        self.d_update, self.fakes_mode, self.n_critic = d_update, fakes_mode, n_critic
         self.generator_ema = None
         if ema_decay is not None:
             # Parameters averaged (torch's EMA); buffers (BatchNorm running statistics) copied
@@ -96,7 +115,20 @@ class GAN(pl.LightningModule):
             self.generator_ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False)
             self.generator_ema.requires_grad_(False)
         self.config = config
-        self.penalties: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> GAN:
+        """The module a run's config describes: `model`, `loss`, `optimizer` and `gan`. The
+        config goes into every checkpoint unresolved (the data root resolves where it is loaded)."""
+        return cls(
+            generator=build(cfg, "model.generator"),
+            discriminator=build(cfg, "model.discriminator"),
+            g_optimizer=network_optimizer(cfg.optimizer, "generator"),
+            d_optimizer=network_optimizer(cfg.optimizer, "discriminator"),
+            loss=build(cfg, "loss"),
+            **cfg.gan,
+            config=OmegaConf.to_container(cfg, resolve=False),
+        )
 
     @property
     def eval_generator(self) -> nn.Module:
@@ -124,19 +156,21 @@ class GAN(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         """`batch` is images (n_critic, batch, C, H, W) and their labels (n_critic, batch): one
-        D step per real batch, then one G step (train.py has the datamodule draw `gan.n_critic`
-        real batches per iteration)."""
+        D step per real batch, then one G step (the datamodule draws `gan.n_critic` real
+        batches per iteration)."""
         reals, labels = batch
+        assert len(reals) == self.n_critic, f"{len(reals)} real batches for n_critic={self.n_critic}"
         g_opt, d_opt = self.optimizers()
         for real, y in zip(reals.to(self.dtype), labels):  # the images are float32; a `*-true` precision casts the nets
-            real_logits, fake_logits = self.discriminator_step(real, y if self.num_classes else None, d_opt)
+            real_logits, fake_logits, penalties = self.discriminator_step(real, y if self.num_classes else None, d_opt)
         g_loss = self.generator_step(len(reals[0]), g_opt)
         if self.generator_ema is not None:
             self.update_ema()
         if self.global_step % self.trainer.log_every_n_steps == 0:
-            self.log_train_scalars(real_logits, fake_logits, g_loss)
+            self.log_train_scalars(real_logits, fake_logits, g_loss, penalties)
 
-    def log_train_scalars(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, g_loss: torch.Tensor) -> None:
+    def log_train_scalars(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, g_loss: torch.Tensor,
+                          penalties: dict[str, torch.Tensor]) -> None:
         """Called only on the steps Lightning writes (every `log_every_n_steps`): each
         `self.log` costs about as much as a small layer's forward pass on the CPU. Logging
         `step` puts the scalars at the iteration count, where the grids and checkpoints are."""
@@ -145,39 +179,39 @@ class GAN(pl.LightningModule):
         self.log_dict({"train/d_loss": stats.pop("train/d_loss"), "train/g_loss": g_loss}, prog_bar=True)
         self.log_dict({
             **stats,
-            **self.penalties,
+            **penalties,
             "train/lr_g": g_opt.param_groups[0]["lr"],
             "train/lr_d": d_opt.param_groups[0]["lr"],
             "step": float(self.global_step),
         })
 
-    def discriminator_step(self, real: torch.Tensor, labels: torch.Tensor | None, d_opt) -> tuple[torch.Tensor, torch.Tensor]:
+    def discriminator_step(self, real: torch.Tensor, labels: torch.Tensor | None,
+                           d_opt) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Returns D's logits on the real and fake batch, each as computed before the update
-        that used it (what Keras's `train_on_batch` reports). R1 joins the real term, the
-        gradient penalty (which needs both batches) the fake term or the joint loss."""
+        that used it (what Keras's `train_on_batch` reports), and the penalties it added
+        (`train/r1`, `train/gp`). R1 joins the real term; the gradient penalty, which needs
+        both batches, joins the fake term or the joint loss."""
         fake = self.sample(self.noise(len(real)), labels, training=self.fakes_mode == "train")
+        penalties: dict[str, torch.Tensor] = {}
         if self.loss.r1_gamma:
             real = real.detach().requires_grad_(True)
         real_logits = self.discriminator(real, labels)
         real_loss = self.loss.d_real(real_logits)
         if self.loss.r1_gamma:
-            self.penalties["train/r1"] = r1_penalty(real_logits, real)
-            real_loss = real_loss + self.loss.r1_gamma / 2 * self.penalties["train/r1"]
+            penalties["train/r1"] = r1_penalty(real_logits, real)
+            real_loss = real_loss + self.loss.r1_gamma / 2 * penalties["train/r1"]
         if self.d_update == "two_steps":
             self._d_step(d_opt, real_loss)
             fake_logits = self.discriminator(fake, labels)
-            self._d_step(d_opt, self.loss.d_fake(fake_logits) + self.gradient_penalty(real, fake, labels))
+            loss = self.loss.d_fake(fake_logits)
         else:
             fake_logits = self.discriminator(fake, labels)
-            self._d_step(d_opt, real_loss + self.loss.d_fake(fake_logits) + self.gradient_penalty(real, fake, labels))
-        self.penalties = {k: v.detach() for k, v in self.penalties.items()}
-        return real_logits.detach(), fake_logits.detach()
-
-    def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | float:
-        if not self.loss.gradient_penalty:
-            return 0.0
-        self.penalties["train/gp"] = gradient_penalty(self.discriminator, real, fake, labels)
-        return self.loss.gradient_penalty * self.penalties["train/gp"]
+            loss = real_loss + self.loss.d_fake(fake_logits)
+        if self.loss.gp_weight:
+            penalties["train/gp"] = gradient_penalty(self.discriminator, real, fake, labels)
+            loss = loss + self.loss.gp_weight * penalties["train/gp"]
+        self._d_step(d_opt, loss)
+        return real_logits.detach(), fake_logits.detach(), {k: v.detach() for k, v in penalties.items()}
 
     def generator_step(self, batch_size: int, g_opt) -> torch.Tensor:
         labels = self.random_labels(batch_size)
@@ -197,9 +231,7 @@ class GAN(pl.LightningModule):
     def _d_step(self, d_opt, loss: torch.Tensor) -> None:
         d_opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        # Same path as LightningOptimizer.step (precision plugin, gradient hooks) minus its
-        # step counter, so that global_step stays one per GAN iteration.
-        self.trainer.strategy.optimizer_step(d_opt.optimizer, closure=lambda: None)
+        uncounted_optimizer_step(self.trainer, d_opt.optimizer)  # global_step stays one per GAN iteration
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep the noise RNG so a resumed run draws what the uninterrupted run would have."""

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
+
+from gan.constraints import Fraction, NonNegFloat, PosFloat, PosInt
 
 INITS = ("glorot_uniform", "torch_default", "dcgan_normal")
 NOISES = ("normal", "uniform")
 CONDITIONINGS = ("concat", "projection")
+Shape = tuple[PosInt, PosInt, PosInt]  # channels, height, width
 
 
 def init_weights(module: nn.Module, init: str) -> None:
@@ -69,8 +74,8 @@ def check_labels(net: nn.Module, labels: torch.Tensor | None) -> None:
 class Generator(nn.Module):
     """What every generator shares: its noise and, when conditional, its label embedding."""
 
-    def __init__(self, latent_dim: int, noise: str = "normal", conditional: bool = False,
-                 num_classes: int = 10, label_dim: int = 10):
+    def __init__(self, latent_dim: PosInt, noise: Literal[NOISES] = "normal", conditional: bool = False,
+                 num_classes: PosInt = 10, label_dim: PosInt = 10):
         super().__init__()
         if noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
@@ -81,7 +86,10 @@ class Generator(nn.Module):
 
     def draw_noise(self, n: int, rng: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
         """z ~ N(0, I) (`normal`) or U(-1, 1) (`uniform`, as DCGAN draws it)."""
-        z = torch.randn(n, self.latent_dim, generator=rng) if self.noise == "normal" else torch.rand(n, self.latent_dim, generator=rng) * 2 - 1
+        if self.noise == "normal":
+            z = torch.randn(n, self.latent_dim, generator=rng)
+        else:
+            z = torch.rand(n, self.latent_dim, generator=rng) * 2 - 1
         return z.to(device, dtype)  # a no-op when both are None
 
     def input(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -93,7 +101,8 @@ class Discriminator(nn.Module):
     """body(x) -> features h -> linear head; with `projection` the logit also gets
     <embed(y), h>; with `concat` the label embedding joins the input (`join`)."""
 
-    def __init__(self, conditional: bool = False, num_classes: int = 10, conditioning: str = "concat", label_dim: int = 10):
+    def __init__(self, conditional: bool = False, num_classes: PosInt = 10, conditioning: Literal[CONDITIONINGS] = "concat",
+                 label_dim: PosInt = 10):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
@@ -135,21 +144,21 @@ def apply_spectral_norm(module: nn.Module) -> None:
 class MLPGenerator(Generator):
     """z -> [Linear -> LeakyReLU -> BatchNorm] * len(hidden_dims) -> Linear -> tanh -> image.
 
-    The seed (Keras) puts BatchNorm *after* the activation, with Keras momentum 0.8
+    The Keras example puts BatchNorm *after* the activation, with Keras momentum 0.8
     (PyTorch momentum 0.2) and eps 1e-3; PyTorch-GAN's `BatchNorm1d(n, 0.8)` sets eps=0.8 by
     mistake, which is why both numbers are explicit here.
     """
 
     def __init__(
         self,
-        latent_dim: int,
-        hidden_dims: Sequence[int],
-        out_shape: Sequence[int],
-        negative_slope: float = 0.2,
+        latent_dim: PosInt,
+        hidden_dims: Annotated[list[PosInt], Field(min_length=1)],
+        out_shape: Shape,
+        negative_slope: NonNegFloat = 0.2,
         batch_norm: bool = True,
-        bn_momentum: float = 0.2,
-        bn_eps: float = 1e-3,
-        init: str = "glorot_uniform",
+        bn_momentum: Fraction = 0.2,
+        bn_eps: PosFloat = 1e-3,
+        init: Literal[INITS] = "glorot_uniform",
         **conditioning,
     ):
         super().__init__(latent_dim, **conditioning)
@@ -173,15 +182,15 @@ class MLPDiscriminator(Discriminator):
     """image -> Flatten -> [Linear -> LeakyReLU] * len(hidden_dims) -> Linear -> one logit.
 
     Returns logits, not probabilities: the sigmoid lives in the loss (BCE-with-logits), the
-    same maths as the seed's sigmoid + binary cross-entropy but numerically stable.
+    same maths as the Keras example's sigmoid + binary cross-entropy but numerically stable.
     """
 
     def __init__(
         self,
-        in_shape: Sequence[int],
-        hidden_dims: Sequence[int],
-        negative_slope: float = 0.2,
-        init: str = "glorot_uniform",
+        in_shape: Shape,
+        hidden_dims: Annotated[list[PosInt], Field(min_length=1)],
+        negative_slope: NonNegFloat = 0.2,
+        init: Literal[INITS] = "glorot_uniform",
         spectral_norm: bool = False,
         **conditioning,
     ):
@@ -203,8 +212,8 @@ class DCGANGenerator(Generator):
     halve at every doubling and end at `width` before the output layer: 64x64 images go
     4x4x8w -> 8x8x4w -> 16x16x2w -> 32x32xw -> 64x64xC; 28x28 go 7x7x2w -> 14x14xw -> 28x28xC."""
 
-    def __init__(self, latent_dim: int, out_shape: Sequence[int], width: int = 64, batch_norm: bool = True,
-                 init: str = "dcgan_normal", **conditioning):
+    def __init__(self, latent_dim: PosInt, out_shape: Shape, width: PosInt = 64, batch_norm: bool = True,
+                 init: Literal[INITS] = "dcgan_normal", **conditioning):
         super().__init__(latent_dim, **conditioning)
         self.out_shape = tuple(out_shape)
         start, steps = pyramid(out_shape)
@@ -212,7 +221,8 @@ class DCGANGenerator(Generator):
         layers: list[nn.Module] = [nn.Unflatten(1, (self.in_dim, 1, 1))]
         layers += self.block(nn.ConvTranspose2d(self.in_dim, channels, start, 1, 0, bias=not batch_norm), channels, batch_norm)
         for _ in range(steps - 1):
-            layers += self.block(nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=not batch_norm), channels // 2, batch_norm)
+            up = nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=not batch_norm)
+            layers += self.block(up, channels // 2, batch_norm)
             channels //= 2
         layers += [nn.ConvTranspose2d(channels, out_shape[0], 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -231,8 +241,8 @@ class DCGANDiscriminator(Discriminator):
     the start size (no pooling; no BatchNorm on the input layer), then the flattened features
     to one logit. `concat` conditioning adds the label embedding as constant input channels."""
 
-    def __init__(self, in_shape: Sequence[int], width: int = 64, negative_slope: float = 0.2, batch_norm: bool = True,
-                 init: str = "dcgan_normal", spectral_norm: bool = False, **conditioning):
+    def __init__(self, in_shape: Shape, width: PosInt = 64, negative_slope: NonNegFloat = 0.2, batch_norm: bool = True,
+                 init: Literal[INITS] = "dcgan_normal", spectral_norm: bool = False, **conditioning):
         super().__init__(**conditioning)
         start, steps = pyramid(in_shape)
         channels = width

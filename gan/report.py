@@ -69,7 +69,8 @@ def find_jobs(sweep: Path) -> list[Job]:
     folders = [p.parent.parent for p in sweep.glob("*/.hydra/overrides.yaml")]
     if not folders:
         raise UserError(f"{sweep}: no sweep jobs there (job folders hold .hydra/overrides.yaml; give the sweep's folder).")
-    return [read_job(f) for f in sorted(folders, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))]
+    order = lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)  # 0, 1, ..., 10, then names
+    return [read_job(f) for f in sorted(folders, key=order)]
 
 
 def direction(sweep: Path) -> str:

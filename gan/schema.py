@@ -1,206 +1,188 @@
-"""The schema every composed config is checked against before anything is built.
+"""Every composed config is checked before anything is built, against the code that will take it.
 
-Hydra already refuses unknown command-line keys and unknown group options; this catches
-values of the wrong type or range (`model.latent_dim=abc`, `data.batch_size=0`,
-`trainer.accelerator=tpu9`) and keys added with `+`, and turns them into one short message.
-Nodes that pass keyword arguments straight to a library class (optimizers, loggers, callbacks,
-the Trainer) check the keys this project relies on and let the class check the rest.
+Hydra already refuses unknown command-line keys and unknown group options; this catches values
+of the wrong type or range (`model.latent_dim=abc`, `data.batch_size=0`, `trainer.accelerator=tpu9`)
+and keys added with `+`, and turns them into one short message.
+
+There is no second copy of the config here. What a key may hold is read from where it goes:
+- a key of a `_target_` node is a parameter of that class: the project's own classes type their
+  parameters (`batch_size: PosInt`, gan/constraints.py), and those annotations are the check;
+  a library class (torch optimizers, the Lightning Trainer, loggers) is checked for the
+  parameter's existence, plus the few rules this project adds on top (`LIBRARY_RULES`);
+- the `gan` node holds the update rule's parameters of `GAN.__init__`, and the top-level keys
+  no constructor takes are the parameters of `gan.job.RunOptions`;
+- a key that only feeds others through `${...}` (`model.latent_dim`, `sample_every`, `seed`) is
+  known because something reads it, and its value is checked where it arrives; the message names
+  it as the user typed it.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import inspect
+import re
+import typing
+from collections.abc import Iterator, Mapping
+from functools import cache
+from typing import Any, Literal
 
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from gan.data import SAMPLINGS
+from gan.constraints import Beta, NonNegFloat, NonNegInt, PosFloat, PosInt
 from gan.errors import UserError
-from gan.module import D_UPDATES, FAKES_MODES
-from gan.networks import CONDITIONINGS, INITS, NOISES
 
-PosInt = Annotated[int, Field(strict=True, gt=0)]
-NonNegInt = Annotated[int, Field(strict=True, ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-Beta = Annotated[float, Field(ge=0, lt=1)]
-
-
-class Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class Open(BaseModel):
-    """kwargs for a library class: known keys typed, the rest passed through."""
-
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-    target: str = Field(alias="_target_")
-
-
-class Data(Closed):
-    target: str = Field(alias="_target_")
-    root: str
-    batch_size: PosInt
-    image_shape: tuple[PosInt, PosInt, PosInt]
-    num_classes: Annotated[int, Field(strict=True, ge=2)]
-    sampling: Literal[SAMPLINGS]
-    download: bool
-    seed: NonNegInt
+RESERVED = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}  # Hydra's own keys of a node
+REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")  # ${a.b.c}: a key (resolvers have a colon)
+# What this project asks of arguments it passes to library classes, by base class. The library
+# checks the rest when the object is built (gan.fit builds the optimizers on a dummy tensor first).
+LIBRARY_RULES: dict[str, dict[str, Any]] = {
+    "torch.optim.Optimizer": {
+        "lr": PosFloat, "betas": tuple[Beta, Beta], "eps": PosFloat, "weight_decay": NonNegFloat,
+        "momentum": NonNegFloat, "alpha": NonNegFloat, "fused": bool | None,
+    },
+    "pytorch_lightning.Trainer": {
+        "accelerator": Literal["cpu", "gpu", "cuda", "mps", "auto"],
+        "devices": Literal[1],  # one device: the update, the batch draws and the logging are not made for several yet
+        "precision": Literal["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"],
+        "max_steps": PosInt,
+        "log_every_n_steps": PosInt,
+    },
+    "pytorch_lightning.callbacks.ModelCheckpoint": {"every_n_train_steps": NonNegInt | None},
+}
 
 
-class Network(Open):
-    hidden_dims: Annotated[list[PosInt], Field(min_length=1)] | None = None
-    width: PosInt | None = None
-    latent_dim: PosInt | None = None
-    negative_slope: NonNegFloat | None = None
-    batch_norm: bool | None = None
-    bn_momentum: Annotated[float, Field(ge=0, le=1)] | None = None
-    bn_eps: PosFloat | None = None
-    init: Literal[INITS] | None = None
+class Parameters(dict):
+    """name -> (annotation, required) of what a node's consumer takes; `open`: it also takes
+    keyword arguments it does not name."""
+
+    open = False
 
 
-class Model(Closed):
-    latent_dim: PosInt
-    noise: Literal[NOISES]
-    negative_slope: NonNegFloat
-    init: Literal[INITS]
-    conditional: bool
-    label_dim: PosInt
-    conditioning: Literal[CONDITIONINGS]
-    spectral_norm: bool
-    generator: Network
-    discriminator: Network
-
-
-class OptimizerValues(BaseModel):
-    """Optimizer arguments this project sets: shared at the top of conf/optimizer/<name>.yaml
-    and per network below it."""
-
-    lr: PosFloat
-    beta1: Beta | None = None
-    beta2: Beta | None = None
-    betas: tuple[Beta, Beta] | None = None
-    eps: PosFloat | None = None
-    weight_decay: NonNegFloat | None = None
-    momentum: NonNegFloat | None = None
-    alpha: NonNegFloat | None = None
-    fused: bool | None = None
-
-
-class OptimizerArgs(Open, OptimizerValues):
-    partial: bool = Field(alias="_partial_")
-
-
-class Optimizer(Closed, OptimizerValues):
-    generator: OptimizerArgs
-    discriminator: OptimizerArgs
-
-
-class Trainer(Open):
-    accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"]
-    devices: Literal[1]  # one device: the update, the batch draws and the logging are not made for several yet
-    precision: Literal["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
-    max_steps: PosInt
-    log_every_n_steps: PosInt
-
-
-class Loss(Closed):
-    target: str = Field(alias="_target_")
-    real_label: Annotated[float, Field(gt=0, le=1)] | None = None
-    gradient_penalty: NonNegFloat
-    r1_gamma: NonNegFloat
-
-
-class Gan(Closed):
-    n_critic: PosInt
-    d_update: Literal[D_UPDATES]
-    fakes_mode: Literal[FAKES_MODES]
-    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None
-
-
-class SampleGridArgs(Open):
-    every_n_steps: PosInt
-    nrow: PosInt
-
-
-class MetricsArgs(Closed):
-    n: Annotated[int, Field(strict=True, ge=2)]
-    k: PosInt
-    seed: NonNegInt
-    features: Literal["classifier", "inception"]
-    inception_weights: str | None
-
-
-class CheckpointArgs(Open):
-    every_n_train_steps: NonNegInt | None = None  # 0: never on a step interval
-
-
-class HealthArgs(Open):
-    action: Literal["warn", "stop"]
-    window: PosInt
-    d_real_above: Annotated[float, Field(ge=0, le=1)]
-    d_fake_below: Annotated[float, Field(ge=0, le=1)]
-    min_modes: NonNegInt
-
-
-class Callbacks(BaseModel):
-    """callbacks.<name>: known callbacks checked key by key, any other one as a `_target_` node."""
-
-    model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, Open]
-    samples: SampleGridArgs | None = None
-    checkpoint: CheckpointArgs | None = None
-    last: CheckpointArgs | None = None
-    best: CheckpointArgs | None = None
-    health: HealthArgs | None = None
-
-
-class TrainConfig(Closed):
-    seed: NonNegInt
-    ckpt_path: str | None
-    sample_every: PosInt
-    eval_every: NonNegInt
-    optimized_metric: str | None
-    failed_objective: float
-    threads: PosInt | Literal["auto"]
-    metrics: MetricsArgs
-    run_dir: str
-    data: Data
-    model: Model
-    loss: Loss
-    gan: Gan
-    optimizer: Optimizer
-    trainer: Trainer
-    logger: dict[str, Open]
-    callbacks: Callbacks
-
-
-def _interpolation(cfg: DictConfig, loc: tuple) -> str:
-    """' (from ${model.latent_dim})' when the bad value came through an interpolation."""
-    node = cfg
-    for part in loc:
-        if not OmegaConf.is_config(node):
-            break
-        if OmegaConf.is_interpolation(node, part):
-            return f" (from {OmegaConf.to_container(node, resolve=False)[part]})"
-        node = node[part]
-    return ""
-
-
-def _describe(error: dict[str, Any], cfg: DictConfig) -> str:
-    key = ".".join(str(part) for part in error["loc"])
-    if error["type"] == "extra_forbidden":
-        return f"`{key}` is not a known key (check its spelling; conf/ lists the keys of each group)"
-    if error["type"] == "missing":
-        return f"`{key}` is missing"
-    source = _interpolation(cfg, error["loc"])
-    return f"`{key}={error['input']!r}`{source}: {error['msg'][0].lower()}{error['msg'][1:]}"
-
-
-def validate(cfg: DictConfig, schema: type[BaseModel] = TrainConfig) -> None:
-    """Raise UserError naming every bad key and what it allows."""
+def _hints(function) -> dict[str, Any]:
     try:
-        schema.model_validate(OmegaConf.to_container(cfg, resolve=True))
+        return typing.get_type_hints(function, include_extras=True)
+    except Exception:  # a library's annotations may not resolve outside its own imports
+        return {}
+
+
+@cache
+def parameters(target: str | Any) -> Parameters:
+    """What a class (or function) takes: its signature's parameters, following `**kwargs` to
+    the base classes that receive them. The project's own annotations are kept; a library's are
+    replaced by `LIBRARY_RULES` (or Any)."""
+    obj = get_object(target) if isinstance(target, str) else target
+    found = Parameters()
+    classes = [c for c in obj.__mro__ if c is not object] if inspect.isclass(obj) else [obj]
+    for owner in classes:
+        function = owner.__init__ if inspect.isclass(owner) else owner
+        if inspect.isclass(owner) and "__init__" not in vars(owner):
+            continue
+        own = (getattr(owner, "__module__", "") or "").split(".")[0] == "gan"
+        hints = _hints(function) if own else {}
+        rules = {} if own else _library_rules(obj)
+        accepts_more, first = False, not found  # a base reached through **kwargs: the subclass fills in what it requires
+        for name, p in list(inspect.signature(function).parameters.items())[1 if inspect.isclass(owner) else 0:]:
+            if p.kind is p.VAR_KEYWORD:
+                accepts_more = True
+            elif p.kind is not p.VAR_POSITIONAL and name not in found:
+                found[name] = (hints.get(name, rules.get(name, Any)), first and p.default is p.empty)
+        if not accepts_more:
+            return found
+        if not inspect.isclass(owner):
+            break
+    found.open = True  # **kwargs that no base class names
+    return found
+
+
+def _library_rules(cls) -> dict[str, Any]:
+    rules: dict[str, Any] = {}
+    for base, table in LIBRARY_RULES.items():
+        if inspect.isclass(cls) and issubclass(cls, get_object(base)):
+            rules.update(table)
+    return rules
+
+
+def references(raw: Any) -> set[str]:
+    """Every key that some value refers to with ${key}, anywhere in the unresolved config."""
+    if isinstance(raw, Mapping):
+        return set().union(*(references(v) for v in raw.values())) if raw else set()
+    if isinstance(raw, list):
+        return set().union(*(references(v) for v in raw)) if raw else set()
+    return set(REFERENCE.findall(raw)) if isinstance(raw, str) else set()
+
+
+def plain_nodes() -> dict[str, Parameters]:
+    """Nodes without a `_target_` whose keys are a function's parameters (imported here, as
+    both modules import the one that calls `validate`)."""
+    from gan.job import RunOptions
+    from gan.module import GAN
+
+    rule = ("n_critic", "d_update", "fakes_mode", "ema_decay")
+    update_rule = Parameters({k: v for k, v in parameters(GAN).items() if k in rule})
+    return {"": parameters(RunOptions), "gan": update_rule}
+
+
+def problems(resolved: Mapping, raw: Mapping, known: set[str], plain: dict[str, Parameters], path: str = "",
+             of: str | None = None) -> Iterator[tuple[str, Any, str]]:
+    """(key, value, what is wrong) for each bad key below `path`; `of`: the class whose arguments
+    a node without `_target_` holds (optimizer.generator: the optimizer group's class)."""
+    target = resolved.get("_target_") or of
+    takes = parameters(target) if target else plain.get(path)
+    for key, value in resolved.items():
+        where = f"{path}.{key}" if path else key
+        if key in RESERVED:
+            continue
+        if takes is not None and key in takes:
+            yield from check(where, value, takes[key][0])
+        elif isinstance(value, Mapping):
+            # optimizer.generator / .discriminator: one network's own arguments of the group's class
+            yield from problems(value, raw[key], known, plain, where, target if path == "optimizer" else None)
+        elif where not in known and not (takes is not None and takes.open):
+            what = f"an argument of {target}, nor read by another key" if target else "a known key"
+            yield where, value, f"not {what} (check its spelling; conf/ lists the keys of each group)"
+    for key, (_, required) in (takes or {}).items():
+        if required and key not in resolved and not of and not resolved.get("_partial_"):
+            yield (f"{path}.{key}" if path else key), None, "missing"
+
+
+def check(where: str, value: Any, annotation: Any) -> Iterator[tuple[str, Any, str]]:
+    try:
+        TypeAdapter(annotation).validate_python(value)
     except ValidationError as exc:
-        problems = "; ".join(_describe(error, cfg) for error in exc.errors())
-        raise UserError(f"Invalid config: {problems}. Fix the value on the command line or in conf/.") from None
+        for error in exc.errors():
+            index = [str(part) for part in error["loc"] if isinstance(part, int)]  # a list element; str parts name union members
+            yield ".".join([where, *index]), error.get("input", value), error["msg"][0].lower() + error["msg"][1:]
+
+
+def _source(raw: Any, key: str) -> str | None:
+    """The key a value came through, when it is exactly `${that.key}`."""
+    node = raw
+    for part in key.split("."):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    match = REFERENCE.fullmatch(node) if isinstance(node, str) else None
+    return match.group(1) if match else None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise UserError naming every bad key and what it allows."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    lines: list[str] = []
+    for key, value, message in problems(resolved, raw, references(raw), plain_nodes()):
+        if message.startswith("not "):
+            found = [f"`{key}` is {message}"]
+        elif message == "missing":
+            found = [f"`{key}` is missing"]
+        else:  # named as typed first, then where it arrived
+            source = _source(raw, key)
+            found = [f"`{source}={value!r}`: {message}"] if source else []
+            found.append(f"`{key}={value!r}`" + (f" (from ${{{source}}})" if source else "") + f": {message}")
+        lines += [line for line in found if line not in lines]
+    if lines:
+        raise UserError(f"Invalid config: {'; '.join(lines)}. Fix the value on the command line or in conf/.")

@@ -4,7 +4,6 @@ runs draw one grid row per class and generate a chosen class; EMA runs sample fr
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pytest
@@ -21,16 +20,6 @@ from tests.helpers import CONF, make_cfg, optimizer_steps, quick, write_idx
 
 EXPERIMENTS = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
 SHORT = ("trainer.max_steps=6", "sample_every=3", "callbacks.checkpoint.every_n_train_steps=3")
-
-
-def test_the_zoo_is_complete_and_every_header_names_its_paper_and_time():
-    assert {"keras_seed", "dcgan_mnist", "dcgan_fashion_mnist", "cgan_mnist", "wgan_gp_mnist", "sngan_hinge_mnist"} <= set(EXPERIMENTS)
-    for name in EXPERIMENTS:
-        header = "".join(line for line in (CONF / "experiment" / f"{name}.yaml").read_text().splitlines(True)
-                         if line.startswith("#"))
-        assert re.search(r"\b(19|20)\d\d\b", header) or "Keras" in header, name  # the source it follows
-        assert re.search(r"about \d+ min", header), name  # measured here
-        assert "TIME_" not in header
 
 
 @pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if "fashion" not in e])
@@ -52,7 +41,8 @@ def test_dcgan_fashion_mnist_trains_on_fashion_mnist_files(tmp_path):
                              run_dir=tmp_path / "run"))
     assert all(math.isfinite(metrics[tag]) for tag in LOGGED_METRICS)
     config = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["config"]
-    assert config["data"]["_target_"].endswith("FashionMNISTDataModule") and config["model"]["generator"]["_target_"].endswith("DCGANGenerator")
+    assert config["data"]["_target_"].endswith("FashionMNISTDataModule")
+    assert config["model"]["generator"]["_target_"].endswith("DCGANGenerator")
 
 
 @pytest.fixture(scope="module")

@@ -57,8 +57,9 @@ def test_minimax_saturates_where_nonsaturating_does_not():
 
 def test_every_loss_option_builds_its_class():
     built = {path.stem: type(instantiate(make_cfg(f"loss={path.stem}").loss)) for path in (CONF / "loss").glob("*.yaml")}
-    assert built == {"nonsaturating": NonSaturating, "minimax": Minimax, "lsgan": LeastSquares, "hinge": Hinge, "wgan_gp": Wasserstein}
-    assert instantiate(make_cfg("loss=wgan_gp").loss).gradient_penalty == 10
+    assert built == {"nonsaturating": NonSaturating, "minimax": Minimax, "lsgan": LeastSquares, "hinge": Hinge,
+                     "wgan_gp": Wasserstein}
+    assert instantiate(make_cfg("loss=wgan_gp").loss).gp_weight == 10 and instantiate(make_cfg().loss).gp_weight == 0
 
 
 class Linear(nn.Module):

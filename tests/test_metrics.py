@@ -127,7 +127,7 @@ def test_one_repeated_digit_covers_one_mode_and_no_recall(mnist_features):
 def evaluated_run(mnist_classifier, tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("evaluated")
-    cfg = make_cfg(*quick("eval_every=6", "metrics.n=500", "optimized_metric=metrics/fid"), run_dir=run_dir)
+    cfg = make_cfg(*quick("eval_every=6", "callbacks.metrics.n=500", "optimized_metric=metrics/fid"), run_dir=run_dir)
     return run_dir, objective(cfg, fit(cfg))
 
 
@@ -174,7 +174,7 @@ def test_optimized_metric_must_be_one_the_run_reports(tmp_path):
 
 @pytest.mark.slow
 def test_health_monitor_flags_low_mode_coverage(mnist_classifier, tmp_path, caplog):
-    cfg = make_cfg(*quick("eval_every=6", "metrics.n=200", "callbacks.health.min_modes=11"), run_dir=tmp_path)
+    cfg = make_cfg(*quick("eval_every=6", "callbacks.metrics.n=200", "callbacks.health.min_modes=11"), run_dir=tmp_path)
     with caplog.at_level("WARNING", logger="gan.callbacks"):
         fit(cfg)
     assert sum("fewer than 11 classes" in r.getMessage() for r in caplog.records) == 1
@@ -195,8 +195,9 @@ def random_inception_weights(path, monkeypatch) -> str:
 
 def test_inception_features_without_weights_stop_with_what_to_do(tmp_path):
     # Hydra wraps what a config-built callback raises in its own (also traceback-free) error
-    with pytest.raises(InstantiationException, match="needs the Inception-v3 weights on disk.*metrics.features=classifier"):
-        fit(make_cfg(*quick("eval_every=6", "metrics.features=inception", f"metrics.inception_weights={tmp_path}/none.pth"),
+    with pytest.raises(InstantiationException, match="needs the Inception-v3 weights on disk.*features=classifier"):
+        fit(make_cfg(*quick("eval_every=6", "callbacks.metrics.features=inception",
+                                 f"callbacks.metrics.inception_weights={tmp_path}/none.pth"),
                        run_dir=tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()
 

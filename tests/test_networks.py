@@ -13,7 +13,7 @@ def linear_params(dims):
     return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
 
 
-def test_seed_models_have_the_keras_parameter_counts():
+def test_the_keras_example_models_have_its_parameter_counts():
     cfg = make_cfg()
     g, d = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
     # Keras summary: Dense 25,856 + 131,584 + 525,312 + 803,600; BatchNorm 4 x (256 + 512 + 1024).
@@ -24,9 +24,11 @@ def test_seed_models_have_the_keras_parameter_counts():
     assert keras_param_count(d) == sum(p.numel() for p in d.parameters()) == 533_505
 
 
-@pytest.mark.parametrize("latent, g_hidden, d_hidden", [(64, [128], [64]), (10, [32, 16, 8], [100, 50, 25]), (100, [256, 512, 1024], [512, 256])])
+@pytest.mark.parametrize("latent, g_hidden, d_hidden",
+                         [(64, [128], [64]), (10, [32, 16, 8], [100, 50, 25]), (100, [256, 512, 1024], [512, 256])])
 def test_parameter_count_follows_latent_dim_and_hidden_dims(latent, g_hidden, d_hidden):
-    cfg = make_cfg(f"model.latent_dim={latent}", f"model.generator.hidden_dims={g_hidden}", f"model.discriminator.hidden_dims={d_hidden}")
+    cfg = make_cfg(f"model.latent_dim={latent}", f"model.generator.hidden_dims={g_hidden}",
+                   f"model.discriminator.hidden_dims={d_hidden}")
     g, d = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
     assert keras_param_count(g) == linear_params([latent, *g_hidden, 784]) + 4 * sum(g_hidden)
     assert keras_param_count(d) == linear_params([784, *d_hidden, 1])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -110,3 +112,9 @@ def test_a_run_the_health_monitor_stops_is_marked_stopped(tmp_path):
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["status"] == "stopped" and status["metrics"]["global_step"] < 12
     assert status["ended"] > status["started"]
+
+
+def test_the_report_reads_a_sweep_without_importing_torch_or_lightning():
+    code = "import sys, gan.report; print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

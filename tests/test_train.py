@@ -71,7 +71,7 @@ def test_same_seed_gives_identical_losses_and_another_seed_does_not(mnist_root, 
 
 
 @pytest.mark.parametrize("overrides, g_steps, d_steps", [
-    ((), 12, 24),                                  # the seed: two D steps (reals, then fakes) per iteration
+    ((), 12, 24),                                  # the Keras example: two D steps (reals, then fakes) per iteration
     (("gan.d_update=joint",), 12, 12),             # one D step on the summed loss
     (("gan.n_critic=3", "data.sampling=epochs"), 12, 72),  # three real batches per iteration, two steps each
 ])

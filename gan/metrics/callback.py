@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated, Literal
 
 import pytorch_lightning as pl
-import torch
+from pydantic import Field
 
+from gan.constraints import NonNegInt, PosInt
+from gan.lightning_adapter import publish_metrics
 from gan.metrics import METRICS
 from gan.metrics.evaluator import Evaluator
 from gan.metrics.inception import InceptionFeatures
@@ -16,8 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class EvaluateMetrics(pl.Callback):
-    def __init__(self, every_n_steps: int, n: int = 10_000, k: int = 3, seed: int = 0,
-                 features: str = "classifier", inception_weights: str | None = None):
+    def __init__(self, every_n_steps: NonNegInt, n: Annotated[int, Field(strict=True, ge=2)] = 10_000, k: PosInt = 3,
+                 seed: NonNegInt = 0, features: Literal["classifier", "inception"] = "classifier",
+                 inception_weights: str | None = None):
         self.every_n_steps = every_n_steps
         if every_n_steps and features == "inception":
             InceptionFeatures.check(inception_weights)  # before the Trainer exists, not at the first evaluation
@@ -37,6 +41,5 @@ class EvaluateMetrics(pl.Callback):
         metrics = {f"metrics/{name}": float(result[name]) for name in METRICS}
         for logger in trainer.loggers:  # at this step, whatever trainer.log_every_n_steps is
             logger.log_metrics(metrics, step=step)
-        # callback_metrics feed the `best` ModelCheckpoint (monitor: metrics/fid) and fit()'s result.
-        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        publish_metrics(trainer, metrics)  # for the `best` checkpoint (monitor: metrics/fid) and fit()'s result
         log.info("step %d: %s", step, ", ".join(f"{name}={result[name]:.4g}" for name in METRICS))

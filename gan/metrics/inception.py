@@ -1,5 +1,5 @@
 """Inception-v3 features (the network of the original TF FID, via torch-fidelity) from a local
-weights file, for users who have one: `metrics.features=inception metrics.inception_weights=<file>`.
+weights file, for users who have one: `callbacks.metrics.features=inception callbacks.metrics.inception_weights=<file>`.
 
 Nothing is downloaded: without the file the run stops with a message saying what to fetch.
 Grey images are repeated to three channels and scaled to uint8, as torch-fidelity expects; it
@@ -30,14 +30,15 @@ class InceptionFeatures:
         """Stop with what to do when the weights file or torch-fidelity is missing."""
         if not weights or not Path(weights).expanduser().is_file():
             raise UserError(
-                f"metrics.features=inception needs the Inception-v3 weights on disk, and metrics.inception_weights={weights} "
-                f"is not a file. Where you are online, download torch-fidelity's {WEIGHTS} and point "
-                f"metrics.inception_weights at it, or use metrics.features=classifier (works offline)."
+                f"callbacks.metrics.features=inception needs the Inception-v3 weights on disk, and "
+                f"inception_weights={weights} is not a file. Where you are online, download torch-fidelity's {WEIGHTS} "
+                f"and point callbacks.metrics.inception_weights (gan.evaluate: inception_weights=) at it, "
+                f"or use features=classifier (works offline)."
             )
         try:
             import torch_fidelity  # noqa: F401
         except ImportError:
-            raise UserError('metrics.features=inception needs torch-fidelity: pip install -e ".[inception]"') from None
+            raise UserError('features=inception needs torch-fidelity: pip install -e ".[inception]"') from None
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 100) -> dict[str, torch.Tensor]:
