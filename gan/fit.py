@@ -11,11 +11,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from gan.building import network_optimizer
 from gan.checkpoints import resolve_checkpoint
 from gan.errors import UserError
 from gan.hparams import log_run_config
 from gan.metrics import TAGS as METRIC_TAGS
-from gan.module import GAN, LOGGED_METRICS, network_optimizer
+from gan.module import GAN, LOGGED_METRICS
 from gan.schema import validate
 
 log = logging.getLogger(__name__)

@@ -12,31 +12,16 @@ import math
 import os
 import time
 import traceback
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from gan.constraints import PosInt
 from gan.fit import fit, objective
 from gan.status import write_status
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunOptions:
-    """The top-level keys of conf/train.yaml that no constructor takes: what this module and
-    gan.fit read directly (gan/schema.py checks them against these annotations)."""
-
-    run_dir: str  # this run's folder
-    ckpt_path: str | None = None  # resume from this checkpoint or run folder
-    optimized_metric: str | None = None  # what a sweeper gets back
-    failed_objective: float = math.inf  # what a failed job of a sweep returns
-    threads: PosInt | Literal["auto"] = "auto"  # CPU threads of this job
 
 
 def threads(cfg: DictConfig) -> int | None:

@@ -16,22 +16,19 @@ step draws its labels uniformly.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from contextlib import contextmanager
-from functools import partial
 from typing import Literal
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from gan.building import build, network_optimizer
 from gan.constraints import OpenFraction, PosInt
-from gan.errors import build
 from gan.lightning_adapter import uncounted_optimizer_step
 from gan.losses import Loss, NonSaturating, gradient_penalty, r1_penalty
 
@@ -71,15 +68,6 @@ def d_statistics(real_logits: torch.Tensor, fake_logits: torch.Tensor, loss: Los
         "train/d_fake": fake.mean(),
         "train/d_acc": ((real > loss.threshold).float().mean() + (fake < loss.threshold).float().mean()) / 2,
     }
-
-
-def network_optimizer(node: DictConfig, network: str) -> Callable[..., Optimizer]:
-    """One network's optimizer, waiting for its parameters: the `optimizer` group's class with
-    every key of the group that it takes, overridden by `optimizer.<network>`."""
-    args = OmegaConf.to_container(node, resolve=True)
-    optimizer = get_class(args["_target_"])
-    shared = {k: v for k, v in args.items() if k in inspect.signature(optimizer).parameters}
-    return partial(optimizer, **{**shared, **args[network]})
 
 
 class GAN(pl.LightningModule):

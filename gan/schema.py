@@ -10,7 +10,7 @@ There is no second copy of the config here. What a key may hold is read from whe
   a library class (torch optimizers, the Lightning Trainer, loggers) is checked for the
   parameter's existence, plus the few rules this project adds on top (`LIBRARY_RULES`);
 - the `gan` node holds the update rule's parameters of `GAN.__init__`, and the top-level keys
-  no constructor takes are the parameters of `gan.job.RunOptions`;
+  no constructor takes are the fields of `gan.run_options.RunOptions`;
 - a key that only feeds others through `${...}` (`model.latent_dim`, `sample_every`, `seed`) is
   known because something reads it, and its value is checked where it arrives; the message names
   it as the user typed it.
@@ -31,6 +31,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from gan.constraints import Beta, NonNegFloat, NonNegInt, PosFloat, PosInt
 from gan.errors import UserError
+from gan.module import GAN
+from gan.run_options import RunOptions
 
 RESERVED = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}  # Hydra's own keys of a node
 REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")  # ${a.b.c}: a key (resolvers have a colon)
@@ -113,11 +115,7 @@ def references(raw: Any) -> set[str]:
 
 
 def plain_nodes() -> dict[str, Parameters]:
-    """Nodes without a `_target_` whose keys are a function's parameters (imported here, as
-    both modules import the one that calls `validate`)."""
-    from gan.job import RunOptions
-    from gan.module import GAN
-
+    """Nodes without a `_target_` whose keys are a function's parameters."""
     rule = ("n_critic", "d_update", "fakes_mode", "ema_decay")
     update_rule = Parameters({k: v for k, v in parameters(GAN).items() if k in rule})
     return {"": parameters(RunOptions), "gan": update_rule}

@@ -9,8 +9,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from gan.building import network_optimizer
 from gan.errors import UserError
-from gan.module import GAN, network_optimizer
+from gan.module import GAN
 from gan.schema import parameters, validate
 from tests.helpers import CONF, make_cfg, run_cli
 

@@ -1,0 +1,36 @@
+"""Objects from config nodes: a node built with an error that names its key, and each network's
+optimizer from the `optimizer` group (its class and shared arguments, then the network's own)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.optim import Optimizer
+
+from gan.errors import UserError
+
+
+def build(cfg: DictConfig, key: str) -> Any:
+    """instantiate(cfg.<key>), with a constructor's refusal (a DCGAN for 30x30 images) as a
+    UserError naming the key."""
+    node = OmegaConf.select(cfg, key)
+    try:
+        return instantiate(node)
+    except InstantiationException as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        raise UserError(f"{key} ({node._target_}) cannot be built from this config: {cause}") from None
+
+
+def network_optimizer(node: DictConfig, network: str) -> Callable[..., Optimizer]:
+    """One network's optimizer, waiting for its parameters: the `optimizer` group's class with
+    every key of the group that it takes, overridden by `optimizer.<network>`."""
+    args = OmegaConf.to_container(node, resolve=True)
+    optimizer = get_class(args["_target_"])
+    shared = {k: v for k, v in args.items() if k in inspect.signature(optimizer).parameters}
+    return partial(optimizer, **{**shared, **args[network]})
