@@ -9,12 +9,11 @@ from typing import Literal
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
 from gan.constraints import Fraction, NonNegInt, PosInt
-from gan.lightning_adapter import checkpoint_state_key
+from gan.lightning_adapter import Checkpoint  # noqa: F401  (conf/callbacks names it gan.callbacks.Checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +70,6 @@ class SampleGrid(pl.Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, step)
         self._last_written = step
-
-
-class Checkpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, its saved state keyed by `name` too: Lightning refuses two
-    ModelCheckpoints with the same monitor and interval (`checkpoint` and `last` both every
-    500 steps) because their states would collide in the checkpoint file."""
-
-    def __init__(self, name: str, **kwargs):
-        super().__init__(**kwargs)
-        self.name = name
-
-    @property
-    def state_key(self) -> str:
-        return checkpoint_state_key(self, self.name)
 
 
 class ExceptionCheckpoint(pl.Callback):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -24,13 +27,34 @@ def resolve_checkpoint(path: str | None, name: str = "last.ckpt") -> str | None:
     return str(p)
 
 
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """A checkpoint's contents, read without running any of its code: `weights_only=True` takes
+    tensors and plain data only, which is all this project writes. Files from elsewhere are
+    untrusted; one that holds anything else, or is no checkpoint at all, is a UserError."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = re.search(r"GLOBAL (\S+)", str(exc))
+        if unsafe is None:  # not a pickle this loader understands: a text file, a foreign format
+            raise UserError(f"{path}: not a readable checkpoint (not a PyTorch checkpoint file). "
+                            f"Give another .ckpt or a run folder.") from None
+        raise UserError(f"{path}: refused: it holds a Python object ({unsafe.group(1)}) besides tensors and plain data, "
+                        f"and loading it could run code. Only checkpoints written by this project load here.") from None
+    except Exception as exc:  # truncated zip (RuntimeError), empty (EOFError), text (KeyError, IndexError), ...
+        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                        f"the file may be truncated or corrupt. Give another .ckpt or a run folder.") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise UserError(f"{path}: not a training checkpoint (no state_dict in it).")
+    if checkpoint.get("config") is None:
+        raise UserError(f"{path} holds no run config: it was not written by this project's train.py.")
+    return checkpoint
+
+
 def load_generator(path: str, best: bool = False, ema: bool = True) -> tuple[nn.Module, DictConfig, str]:
     """The generator of a run folder's last (or best-FID) checkpoint, or of a given .ckpt, in
     eval mode on the CPU: the weight average when the run kept one (`gan.ema_decay`) and `ema`."""
     ckpt = resolve_checkpoint(path, "best_fid.ckpt" if best else "last.ckpt")
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    if checkpoint.get("config") is None:
-        raise UserError(f"{ckpt} holds no run config: it was not written by this project's train.py.")
+    checkpoint = load_checkpoint(ckpt)
     cfg = OmegaConf.create(checkpoint["config"])
     generator = instantiate(cfg.model.generator)
     state = checkpoint["state_dict"]

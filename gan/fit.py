@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from gan.building import network_optimizer
-from gan.checkpoints import resolve_checkpoint
+from gan.checkpoints import load_checkpoint, resolve_checkpoint
 from gan.errors import UserError
 from gan.hparams import log_run_config
 from gan.metrics import TAGS as METRIC_TAGS
@@ -67,6 +67,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
                         + ("" if cfg.eval_every else " (metrics/* need eval_every > 0)") + ".")
     check_optimizers(cfg)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
+    if ckpt_path is not None:
+        load_checkpoint(ckpt_path)  # refuses, before anything is built, a file that is unsafe or no checkpoint
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data, batches_per_step=cfg.gan.n_critic)  # one real batch per D step
@@ -80,6 +82,6 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     log_run_config(loggers, cfg, tags)
 
     log.info("Run folder: %s", cfg.run_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)  # never unpickle code
     # The last logged scalars, and how far training got (less than max_steps when a callback stopped it).
     return {**{k: v.item() for k, v in trainer.callback_metrics.items()}, "global_step": trainer.global_step}

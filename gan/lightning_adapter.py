@@ -1,8 +1,10 @@
 """Every use of Lightning internals in one place.
 
-The runner needs four things Lightning has no public API for. Each is wrapped here and pinned
-by a test in tests/test_lightning_adapter.py, so that a Lightning release that changes one
-breaks this file and that test, loudly, instead of a callback somewhere mid-run.
+The runner needs a few things Lightning has no public API for. Each is wrapped here and pinned
+by a test in tests/test_lightning_adapter.py (the Checkpoint fixes by
+tests/test_train.py::test_checkpoint_names_and_last_ckpt_hold_the_iteration_they_say), so that a
+Lightning release that changes one breaks this file and that test, loudly, instead of a callback
+somewhere mid-run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,35 @@ def checkpoint_state_key(callback: ModelCheckpoint, name: str) -> str:
         every_n_epochs=callback._every_n_epochs,
         train_time_interval=callback._train_time_interval,
     )
+
+
+class Checkpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint with three fixes, all through its internals:
+    - its saved state is keyed by `name` too: Lightning refuses two ModelCheckpoints with the
+      same monitor and interval (`checkpoint` and `last` both every 500 steps), as their states
+      would collide in the checkpoint file;
+    - `{step}` in a file name is the iteration saved: Lightning takes the last *logged* `step`
+      scalar, so with checkpoints every 60 and logging every 50, step_000050.ckpt held 60;
+    - with `save_last`, a run that ends (max_steps, or a callback stopping it) writes last.ckpt
+      at its final iteration: Lightning skips that save when one was written during the run."""
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(**kwargs)
+        self.name = name
+
+    @property
+    def state_key(self) -> str:
+        return checkpoint_state_key(self, self.name)
+
+    def _monitor_candidates(self, trainer: pl.Trainer) -> dict[str, torch.Tensor]:
+        candidates = super()._monitor_candidates(trainer)
+        candidates["step"] = torch.tensor(trainer.global_step)
+        return candidates
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and self._last_global_step_saved != trainer.global_step and not trainer.sanity_checking:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def tensorboard_writer(logger: TensorBoardLogger):

@@ -53,13 +53,13 @@ def events(run_dir: Path) -> EventAccumulator:
 
 
 def generator_weights(ckpt: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     return {k: v for k, v in state.items() if k.startswith("generator.")}
 
 
 def optimizer_steps(ckpt: Path) -> list[int]:
     """Adam's step count of G's and D's optimizer, from a checkpoint."""
-    states = torch.load(ckpt, weights_only=False)["optimizer_states"]
+    states = torch.load(ckpt, weights_only=True)["optimizer_states"]
     return [int(next(iter(s["state"].values()))["step"]) for s in states]
 
 

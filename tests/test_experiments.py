@@ -26,7 +26,7 @@ SHORT = ("trainer.max_steps=6", "sample_every=3", "callbacks.checkpoint.every_n_
 def test_every_experiment_trains_on_mnist(experiment, mnist_root, tmp_path):
     metrics = fit(make_cfg(f"experiment={experiment}", *quick(*SHORT), run_dir=tmp_path))
     assert all(math.isfinite(metrics[tag]) for tag in LOGGED_METRICS)
-    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 6
     cfg = make_cfg(f"experiment={experiment}")
     d_steps_per_iteration = cfg.gan.n_critic * (2 if cfg.gan.d_update == "two_steps" else 1)
@@ -40,7 +40,7 @@ def test_dcgan_fashion_mnist_trains_on_fashion_mnist_files(tmp_path):
     metrics = fit(make_cfg("experiment=dcgan_fashion_mnist", *quick(*SHORT, f"data.root={tmp_path / 'data'}"),
                              run_dir=tmp_path / "run"))
     assert all(math.isfinite(metrics[tag]) for tag in LOGGED_METRICS)
-    config = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["config"]
+    config = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["config"]
     assert config["data"]["_target_"].endswith("FashionMNISTDataModule")
     assert config["model"]["generator"]["_target_"].endswith("DCGANGenerator")
 
@@ -61,7 +61,7 @@ def test_generate_draws_the_requested_class_from_the_ema_generator(conditional_r
     out = write(Args(ckpt=str(conditional_run), n=6, out=str(tmp_path / "threes.npy"), label=3))
     threes = np.load(out)
     generator, _, _ = load_generator(str(conditional_run))
-    state = torch.load(conditional_run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    state = torch.load(conditional_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert torch.equal(generator.net[0].weight, state["generator_ema.module.net.0.weight"])  # the average, by default
     z = generator.draw_noise(6, torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -140,7 +140,7 @@ def test_eval_callback_logs_metrics_keeps_the_best_checkpoint_and_returns_the_ob
         assert [e.step for e in acc.Scalars(f"metrics/{tag}")] == [6, 12]
     assert acc.Scalars("metrics/fid")[-1].value == pytest.approx(fid_value, rel=1e-6)
     assert (run_dir / "checkpoints" / "best_fid.ckpt").exists()
-    best = torch.load(run_dir / "checkpoints" / "best_fid.ckpt", weights_only=False)
+    best = torch.load(run_dir / "checkpoints" / "best_fid.ckpt", weights_only=True)
     fids = {e.step: e.value for e in acc.Scalars("metrics/fid")}
     assert best["global_step"] == min(fids, key=fids.get)
 

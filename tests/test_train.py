@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from gan.errors import UserError
+from gan.evaluate import Args as EvaluateArgs
+from gan.evaluate import evaluate
 from gan.fit import fit
+from gan.generate import Args as GenerateArgs
+from gan.generate import write
 from gan.module import LOGGED_METRICS
 from tests.helpers import events, generator_weights, make_cfg, optimizer_steps, quick, run_cli, write_idx
 
@@ -33,7 +39,7 @@ def test_short_run_writes_losses_samples_and_checkpoints(short_run):
     assert sorted(p.name for p in (run_dir / "images").glob("*.png")) == ["10.png", "12.png", "5.png"]
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert ckpts == ["last.ckpt", "step_000006.ckpt", "step_000012.ckpt"]
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 12
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
 
 
 def test_hparams_table_holds_the_flat_config_and_the_metric_columns(short_run):
@@ -52,7 +58,7 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(short_
     run_dir, _ = short_run
     resumed = tmp_path / "resumed"
     fit(make_cfg(*quick("trainer.max_steps=18", f"ckpt_path={run_dir}"), run_dir=resumed))  # a run folder works as ckpt_path
-    last = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)
+    last = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 18
     assert sorted(p.name for p in (resumed / "images").glob("*.png")) == ["15.png", "18.png"]
     assert [e.step for e in events(resumed).Scalars("train/d_loss")] == [15, 18]
@@ -78,7 +84,7 @@ def test_same_seed_gives_identical_losses_and_another_seed_does_not(mnist_root, 
 def test_optimizer_steps_per_gan_iteration(overrides, g_steps, d_steps, mnist_root, tmp_path):
     fit(make_cfg(*quick(*overrides), run_dir=tmp_path))
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    assert torch.load(ckpt, weights_only=False)["global_step"] == 12
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 12
     assert optimizer_steps(ckpt) == [g_steps, d_steps]
 
 
@@ -119,7 +125,7 @@ def test_cli_runs_land_in_their_own_folders_and_never_write_into_another(mnist_r
     assert {p: p.read_bytes() for p in runs[0].rglob("*") if p.is_file()} == before  # untouched
     moved = runs[0].with_name(runs[0].name + "_1")
     assert yaml.safe_load((moved / ".hydra" / "config.yaml").read_text())["seed"] == 3
-    assert torch.load(moved / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 25  # resumed at 20
+    assert torch.load(moved / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 25  # resumed at 20
 
 
 @pytest.mark.slow
@@ -176,7 +182,7 @@ def test_health_monitor_flags_a_discriminator_that_wins_outright(action, mnist_r
     flags = {e.step: e.value for e in events(tmp_path).Scalars("health/d_wins")}
     first = min(step for step, on in flags.items() if on)
     assert all(on == 0 for step, on in flags.items() if step < first)
-    last_step = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    last_step = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert last_step == (first if action == "stop" else 60)
 
 
@@ -192,6 +198,55 @@ def test_health_monitor_flags_nonfinite_losses(mnist_root, tmp_path, caplog):
 def test_checkpoint_callbacks_may_share_an_interval(mnist_root, tmp_path):
     """Lightning refuses two ModelCheckpoints with the same state key; ours are keyed by name."""
     fit(make_cfg(*quick("callbacks.checkpoint.every_n_train_steps=6", "callbacks.last.every_n_train_steps=6"), run_dir=tmp_path))
-    states = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
+    states = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
     assert all(any(f"'name': '{name}'" in key for key in states) for name in ("checkpoint", "last", "best"))
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt", "step_000006.ckpt", "step_000012.ckpt"]
+
+
+def test_checkpoint_names_and_last_ckpt_hold_the_iteration_they_say(mnist_root, tmp_path):
+    """Files named by the iteration saved, not by the last logged `step` (here logged every 5,
+    saved every 6); last.ckpt of a finished run holds its final iteration (13, not 10)."""
+    fit(make_cfg(*quick("trainer.max_steps=13", "trainer.log_every_n_steps=5", "callbacks.checkpoint.every_n_train_steps=6",
+                        "callbacks.last.every_n_train_steps=5"), run_dir=tmp_path))
+    saved = {p.name: torch.load(p, weights_only=True)["global_step"] for p in (tmp_path / "checkpoints").iterdir()}
+    assert saved == {"step_000006.ckpt": 6, "step_000012.ckpt": 12, "last.ckpt": 13}
+
+
+class Evil:
+    """Unpickling this runs a shell command: what a crafted checkpoint could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory, short_run) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bad")
+    good = (short_run[0] / "checkpoints" / "last.ckpt").read_bytes()
+    files = {"truncated": good[: len(good) // 2], "empty": b"", "text": b"not a checkpoint\n"}
+    for name, data in files.items():
+        (folder / f"{name}.ckpt").write_bytes(data)
+    torch.save({"state_dict": {}, "config": Evil(folder / "PWNED")}, folder / "crafted.ckpt")
+    return {name: folder / f"{name}.ckpt" for name in [*files, "crafted"]}
+
+
+@pytest.mark.parametrize("use", ["resume", "evaluate", "generate"])
+@pytest.mark.parametrize("kind", ["crafted", "truncated", "empty", "text"])
+def test_an_unsafe_or_broken_checkpoint_is_refused_in_one_paragraph_and_never_runs_code(kind, use, bad_checkpoints, tmp_path):
+    path = bad_checkpoints[kind]
+    if use == "resume":
+        call = lambda: fit(make_cfg(*quick(f"ckpt_path={path}"), run_dir=tmp_path / "run"))
+    elif use == "evaluate":
+        call = lambda: evaluate(EvaluateArgs(ckpt=str(path), n=10))
+    else:
+        call = lambda: write(GenerateArgs(ckpt=str(path), n=2, out=str(tmp_path / "x.png")))
+    with pytest.raises(UserError) as err:
+        call()
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message
+    assert ("could run code" in message) if kind == "crafted" else ("not a readable checkpoint" in message)
+    assert not (path.parent / "PWNED").exists()  # the crafted file's command never ran
+    assert not (tmp_path / "run" / "checkpoints").exists()  # a refused resume trains nothing
