@@ -16,15 +16,30 @@ from gan.errors import UserError
 
 
 def resolve_checkpoint(path: str | None, name: str = "last.ckpt") -> str | None:
-    """A checkpoint file, or a run folder (its checkpoints/<name>)."""
+    """A checkpoint file, or a run folder: its checkpoints/<name>, where "last.ckpt" means the
+    newest clean state (last.ckpt, or a step_NNNNNN.ckpt past it). on_exception.ckpt, which may
+    fall mid-iteration, is only used when named."""
     if path is None:
         return None
     p = Path(path).expanduser()
     if p.is_dir():
-        p = p / "checkpoints" / name
+        folder, p = p / "checkpoints", p / "checkpoints" / name
+        if name == "last.ckpt":
+            steps = {f: int(f.stem.removeprefix("step_")) for f in folder.glob("step_*.ckpt") if f.stem[5:].isdigit()}
+            if p.is_file():
+                steps[p] = saved_step(p)
+            p = max(steps, key=lambda f: (steps[f], f.name == name), default=p)  # last.ckpt on a tie
     if not p.is_file():
         raise UserError(f"{path}: no checkpoint there (give a .ckpt file or a run folder holding checkpoints/{name}).")
     return str(p)
+
+
+def saved_step(path: Path) -> int:
+    """The iteration a checkpoint holds, read without loading its tensors (-1: unreadable)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    except Exception:
+        return -1
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:

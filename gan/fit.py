@@ -18,6 +18,7 @@ from gan.hparams import log_run_config
 from gan.metrics import TAGS as METRIC_TAGS
 from gan.module import GAN, LOGGED_METRICS
 from gan.schema import validate
+from gan.signals import StopOnSignal
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     datamodule.prepare_data()  # a missing dataset stops the run here, before anything is built
     module = GAN.from_config(cfg)
     loggers = [instantiate(c) for c in cfg.logger.values()]
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [StopOnSignal()]  # not optional: see gan/signals.py
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)  # else Lightning adds its own
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
                                       enable_checkpointing=checkpointing)

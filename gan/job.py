@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import time
 import traceback
+from typing import NoReturn
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -19,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from gan.fit import fit, objective
+from gan.signals import STOP
 from gan.status import write_status
 
 log = logging.getLogger(__name__)
@@ -47,30 +50,49 @@ def diverged(metrics: dict[str, float]) -> bool:
 
 def run(cfg: DictConfig) -> float | None:
     """fit(cfg) and its objective, with status.json (running, completed, stopped early by a
-    callback such as the health monitor, diverged, failed, interrupted) written before and after."""
+    callback such as the health monitor, diverged, failed, interrupted) written before and after.
+    A signal ends the job as gan/signals.py says: `interrupted` and exit code 128 + its number."""
     n = threads(cfg)
     if n:
         torch.set_num_threads(n)
     start = time.time()
     common = {"started": start, "threads": torch.get_num_threads()}
     write_status(cfg.run_dir, status="running", **common)
+    with STOP.handling():
+        try:
+            metrics = fit(cfg)
+        except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C, or a signal before training began
+            interrupted(cfg, common, STOP.signum or signal.SIGINT)
+        except Exception as exc:
+            return failed(cfg, common, exc)
+        if STOP.signum is not None:
+            interrupted(cfg, common, STOP.signum, metrics)
     try:
-        metrics = fit(cfg)
         value = objective(cfg, metrics)
-    except KeyboardInterrupt:
-        write_status(cfg.run_dir, status="interrupted", ended=time.time(), **common)
-        raise
     except Exception as exc:
-        sweep = in_sweep()
-        write_status(cfg.run_dir, status="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}",
-                     objective=cfg.failed_objective if sweep else None, **common)
-        if not sweep:
-            raise
-        log.error("This job failed; the sweep goes on with objective %s.\n%s", cfg.failed_objective, traceback.format_exc())
-        return cfg.failed_objective
+        return failed(cfg, common, exc)
     status = "diverged" if diverged(metrics) else "stopped" if metrics["global_step"] < cfg.trainer.max_steps else "completed"
     if status == "diverged" and in_sweep():
         log.error("This job diverged (non-finite losses); the sweep gets objective %s.", cfg.failed_objective)
         value = cfg.failed_objective
     write_status(cfg.run_dir, status=status, ended=time.time(), objective=value, metrics=metrics, **common)
     return value
+
+
+def failed(cfg: DictConfig, common: dict, exc: Exception) -> float:
+    """A single run raises; a job of a sweep returns `failed_objective`, so the sweep goes on."""
+    sweep = in_sweep()
+    write_status(cfg.run_dir, status="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}",
+                 objective=cfg.failed_objective if sweep else None, **common)
+    if not sweep:
+        raise exc
+    log.error("This job failed; the sweep goes on with objective %s.\n%s", cfg.failed_objective, traceback.format_exc())
+    return cfg.failed_objective
+
+
+def interrupted(cfg: DictConfig, common: dict, signum: int, metrics: dict | None = None) -> NoReturn:
+    name = signal.Signals(signum).name
+    write_status(cfg.run_dir, status="interrupted", signal=name, ended=time.time(), metrics=metrics, **common)
+    where = f" at iteration {metrics['global_step']}; resume with ckpt_path={cfg.run_dir}" if metrics else ""
+    log.warning("Stopped by %s%s.", name, where)
+    raise SystemExit(128 + signum)
