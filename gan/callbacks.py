@@ -13,7 +13,10 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
 from gan.constraints import Fraction, NonNegInt, PosInt
-from gan.lightning_adapter import Checkpoint  # noqa: F401  (conf/callbacks names it gan.callbacks.Checkpoint)
+from gan.lightning_adapter import (
+    Checkpoint,  # noqa: F401  (conf/callbacks names it gan.callbacks.Checkpoint)
+    finite_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,8 @@ class ExceptionCheckpoint(pl.Callback):
         self.path = path
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        trainer.save_checkpoint(self.path)
+        if finite_weights(pl_module):  # NaN weights are no state to resume from
+            trainer.save_checkpoint(self.path)
 
 
 class HealthMonitor(pl.Callback):
@@ -90,14 +94,15 @@ class HealthMonitor(pl.Callback):
     D(G(z)) below `d_fake_below` at every logged step for `window` iterations; BCE losses only,
     where that starves G of gradient and D's outputs are probabilities), a loss is NaN or
     infinite, or the samples cover fewer than `min_modes` classes (needs eval_every > 0).
-    Logs health/d_wins, health/nonfinite and health/low_modes (0 or 1); `action=stop` also ends
-    the run (last.ckpt is still written)."""
+    Logs health/d_wins, health/nonfinite and health/low_modes (0 or 1). `nonfinite_action=stop`
+    (the default) ends a run whose losses are NaN or infinite; `action=stop` also ends it on the
+    other two (last.ckpt is still written, unless its weights are not finite)."""
 
     def __init__(self, action: Literal["warn", "stop"] = "warn", window: PosInt = 1000, d_real_above: Fraction = 0.95,
-                 d_fake_below: Fraction = 0.05, min_modes: NonNegInt = 8):
-        if action not in ("warn", "stop"):
-            raise ValueError(f"action must be warn or stop, got {action!r}")
-        self.action, self.window, self.min_modes = action, window, min_modes
+                 d_fake_below: Fraction = 0.05, min_modes: NonNegInt = 8, nonfinite_action: Literal["warn", "stop"] = "stop"):
+        if action not in ("warn", "stop") or nonfinite_action not in ("warn", "stop"):
+            raise ValueError(f"action and nonfinite_action must be warn or stop, got {action!r}, {nonfinite_action!r}")
+        self.action, self.nonfinite_action, self.window, self.min_modes = action, nonfinite_action, window, min_modes
         self.d_real_above, self.d_fake_below = d_real_above, d_fake_below
         self.streak_start: int | None = None
         self.reported: set[str] = set()
@@ -134,7 +139,9 @@ class HealthMonitor(pl.Callback):
         for name, on in signals.items():
             if on and name not in self.reported:
                 self.reported.add(name)
-                stopping = " Stopping (callbacks.health.action=stop)." if self.action == "stop" else ""
+                key = "nonfinite_action" if name == "nonfinite" else "action"
+                stop = getattr(self, key) == "stop"
+                stopping = f" Stopping (callbacks.health.{key}=stop)." if stop else ""
                 log.warning("Training health, step %d: %s.%s", step, messages[name], stopping)
-                if self.action == "stop":
+                if stop:
                     trainer.should_stop = True

@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from gan.errors import UserError
 from gan.fit import fit, objective
 from gan.signals import STOP
 from gan.status import write_status
@@ -76,6 +77,10 @@ def run(cfg: DictConfig) -> float | None:
         log.error("This job diverged (non-finite losses); the sweep gets objective %s.", cfg.failed_objective)
         value = cfg.failed_objective
     write_status(cfg.run_dir, status=status, ended=time.time(), objective=value, metrics=metrics, **common)
+    if status == "diverged" and not in_sweep():
+        raise UserError(f"Training diverged: a loss became NaN or infinite by iteration {metrics['global_step']} "
+                        f"(status.json: diverged). No checkpoint was written with non-finite weights; the newest "
+                        f"one in {cfg.run_dir}/checkpoints is the last finite state. Try a lower learning rate.")
     return value
 
 

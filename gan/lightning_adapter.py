@@ -9,10 +9,15 @@ somewhere mid-run.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_state_key(callback: ModelCheckpoint, name: str) -> str:
@@ -36,7 +41,9 @@ class Checkpoint(ModelCheckpoint):
     - `{step}` in a file name is the iteration saved: Lightning takes the last *logged* `step`
       scalar, so with checkpoints every 60 and logging every 50, step_000050.ckpt held 60;
     - with `save_last`, a run that ends (max_steps, or a callback stopping it) writes last.ckpt
-      at its final iteration: Lightning skips that save when one was written during the run."""
+      at its final iteration: Lightning skips that save when one was written during the run;
+    - weights that are NaN or infinite are never saved, so a diverged run cannot overwrite its
+      last finite checkpoint."""
 
     def __init__(self, name: str, **kwargs):
         super().__init__(**kwargs)
@@ -51,10 +58,21 @@ class Checkpoint(ModelCheckpoint):
         candidates["step"] = torch.tensor(trainer.global_step)
         return candidates
 
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        if not finite_weights(trainer.lightning_module):
+            log.warning("Not saving %s at iteration %d: the weights are NaN or infinite; the last finite "
+                        "checkpoint stays as it was.", Path(filepath).name, trainer.global_step)
+            return
+        super()._save_checkpoint(trainer, filepath)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         if self.save_last and self._last_global_step_saved != trainer.global_step and not trainer.sanity_checking:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def finite_weights(module: torch.nn.Module) -> bool:
+    return bool(torch.stack([torch.isfinite(p).all() for p in module.parameters()]).all())
 
 
 def tensorboard_writer(logger: TensorBoardLogger):

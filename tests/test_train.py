@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -250,3 +251,21 @@ def test_an_unsafe_or_broken_checkpoint_is_refused_in_one_paragraph_and_never_ru
     assert ("could run code" in message) if kind == "crafted" else ("not a readable checkpoint" in message)
     assert not (path.parent / "PWNED").exists()  # the crafted file's command never ran
     assert not (tmp_path / "run" / "checkpoints").exists()  # a refused resume trains nothing
+
+
+def test_a_diverging_run_stops_keeps_only_finite_checkpoints_and_fails_with_standard_json(mnist_root, tmp_path):
+    """The default health action stops on NaN losses; no checkpoint holds non-finite weights; the
+    single run ends with an error; status.json is standard JSON (no bare NaN)."""
+    from gan.job import run
+
+    cfg = make_cfg(*quick("optimizer=sgd", "optimizer.lr=1e30", "trainer.log_every_n_steps=1", "trainer.max_steps=50"),
+                   run_dir=tmp_path)
+    with pytest.raises(UserError, match="Training diverged"):
+        run(cfg)
+    text = (tmp_path / "status.json").read_text()
+    status = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert status["status"] == "diverged" and status["metrics"]["global_step"] < 50
+    assert status["metrics"]["train/d_loss"] in ("NaN", "Infinity", "-Infinity")
+    for ckpt in (tmp_path / "checkpoints").glob("*.ckpt"):
+        weights = torch.load(ckpt, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point()), ckpt.name
