@@ -84,7 +84,8 @@ class ExceptionCheckpoint(pl.Callback):
         self.path = path
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if finite_weights(pl_module):  # NaN weights are no state to resume from
+        # A run that never trained has nothing to save, and NaN weights are no state to resume from.
+        if trainer.global_step > 0 and finite_weights(pl_module):
             trainer.save_checkpoint(self.path)
 
 

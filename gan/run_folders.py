@@ -24,7 +24,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-from gan.errors import UserError
+from gan.errors import UserError, stopping_hydra
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,19 @@ def claim(candidates: Iterable[Path]) -> Path:
             return candidate
         except FileExistsError:
             continue
+        except OSError as exc:  # a read-only outputs/, a name the file system refuses
+            raise UserError(f"Cannot create the run folder {candidate} ({exc.strerror or exc}). Run from a directory "
+                            f"you can write to, or give one with hydra.run.dir=... (a sweep: hydra.sweep.dir=...).") from None
     raise UserError(f"Could not find a free folder (the last one tried: {candidate}).")
 
 
 def unique_dir(path: str) -> str:
     base = Path(path)
-    base.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"Cannot create {base.parent} for the run folders ({exc.strerror or exc}). Run from a directory "
+                        f"you can write to, or give one with hydra.run.dir=... (a sweep: hydra.sweep.dir=...).") from None
     return str(claim(base if n == 0 else base.with_name(f"{base.name}_{n}") for n in range(10_000)))
 
 
@@ -62,26 +69,53 @@ def free_job_dir(sweep_dir: str, job_num: int) -> str:
     return claim(Path(sweep_dir) / str(n) for n in itertools.count(int(job_num))).name
 
 
+# What Hydra writes first in a run's (a sweep's) folder; created here first, atomically, as the claim.
+MARKERS = {"run": ".hydra/", "sweep": "multirun.yaml"}
+
+
+def take(folder: Path, marker: str, key: str) -> bool:
+    """Claim `folder` for this process: it is new or empty, and this process is the one that
+    creates `marker` in it (an atomic mkdir), so two runs started together never share it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if any(folder.iterdir()):
+            return False
+        if marker.endswith("/"):
+            (folder / marker).mkdir()
+        else:
+            (folder / marker).open("x").close()  # Hydra writes the file's content later
+        return True
+    except FileExistsError:  # another run created the marker first, or the folder is a file
+        return False
+    except OSError as exc:  # read-only, no such parent, a name the file system refuses
+        raise UserError(f"{key}={folder}: cannot create the run folder there ({exc.strerror or exc}). "
+                        f"Give a folder you can write to ({key}=...), or run from another directory.") from None
+
+
 class RunDirGuard(Callback):
     """Hydra writes `.hydra/` and the log before any job code runs, so the check happens as
     the run (or sweep) starts: a folder that already holds files is left alone and this run
     goes to a fresh sibling (`<dir>_1`, ...), which the console names."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._redirect(config, "run")
+        with stopping_hydra():
+            self._redirect(config, "run")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.sweeper.get("storage"):  # a stored Optuna study continues in its folder ...
-            Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)  # ... where its database goes
-            return  # `free_job_dir` numbers the new jobs after the stored ones
-        self._redirect(config, "sweep")
+        with stopping_hydra():
+            if config.hydra.sweeper.get("storage"):  # a stored Optuna study continues in its folder ...
+                Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)  # ... where its database goes
+                return  # `free_job_dir` numbers the new jobs after the stored ones
+            self._redirect(config, "sweep")
 
     @staticmethod
     def _redirect(config: DictConfig, mode: str) -> None:
         wanted = Path(config.hydra[mode].dir)
-        if not wanted.is_dir() or not any(wanted.iterdir()):
+        marker = MARKERS[mode]
+        if take(wanted, marker, f"hydra.{mode}.dir"):
             return
-        fresh = unique_dir(str(wanted))
+        siblings = (wanted.with_name(f"{wanted.name}_{n}") for n in range(1, 10_000))
+        fresh = str(next(candidate for candidate in siblings if take(candidate, marker, f"hydra.{mode}.dir")))
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra[mode].dir = fresh
             # Each sweep job composes its config again from these overrides: point them there too.

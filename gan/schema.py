@@ -25,12 +25,13 @@ from collections.abc import Iterator, Mapping
 from functools import cache
 from typing import Any, Literal
 
+from hydra.experimental.callback import Callback
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from pydantic import TypeAdapter, ValidationError
 
 from gan.constraints import Beta, NonNegFloat, NonNegInt, PosFloat, PosInt
-from gan.errors import UserError
+from gan.errors import UserError, stopping_hydra
 from gan.module import GAN
 from gan.run_options import RunOptions
 
@@ -165,6 +166,18 @@ def _source(raw: Any, key: str) -> str | None:
             return None
     match = REFERENCE.fullmatch(node) if isinstance(node, str) else None
     return match.group(1) if match else None
+
+
+class ValidateFirst(Callback):
+    """Hydra callback: check a single run's config before Hydra creates its folder, so a refused
+    config leaves nothing behind. (A sweep's jobs are checked as each starts; a refused job's
+    folder says `failed` in status.json.)"""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        task = OmegaConf.create({k: v for k, v in OmegaConf.to_container(config, resolve=False).items() if k != "hydra"})
+        task.run_dir = "<the run folder>"  # ${hydra:runtime.output_dir} exists only once Hydra made it
+        with stopping_hydra():
+            validate(task)
 
 
 def validate(cfg: DictConfig) -> None:

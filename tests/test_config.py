@@ -128,7 +128,7 @@ def test_command_line_errors_are_short_and_stop_before_training(override, messag
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.strip()]) <= 15, result.stderr
-    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing was trained
+    assert not (tmp_path / "run").exists()  # refused before Hydra made the run folder
 
 
 def test_option_error_lists_the_available_options(tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from gan.fit import fit
 from gan.generate import Args as GenerateArgs
 from gan.generate import write
 from gan.module import LOGGED_METRICS
-from tests.helpers import events, generator_weights, make_cfg, optimizer_steps, quick, run_cli, write_idx
+from tests.helpers import DATA_ROOT, ROOT, events, generator_weights, make_cfg, optimizer_steps, quick, run_cli, write_idx
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +271,23 @@ def test_a_diverging_run_stops_keeps_only_finite_checkpoints_and_fails_with_stan
     for ckpt in (tmp_path / "checkpoints").glob("*.ckpt"):
         weights = torch.load(ckpt, weights_only=True)["state_dict"]
         assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point()), ckpt.name
+
+
+@pytest.mark.slow
+def test_runs_started_together_with_one_folder_get_a_folder_each(mnist_root, tmp_path):
+    env = {**os.environ, "GAN_DATA_DIR": DATA_ROOT}
+    command = [sys.executable, str(ROOT / "train.py"), *quick("trainer.max_steps=2"), f"hydra.run.dir={tmp_path / 'same'}"]
+    procs = [subprocess.Popen([*command, f"seed={seed}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for seed in (1, 2, 3)]
+    assert all(p.wait(timeout=300) == 0 for p in procs), [p.stderr.read()[-2000:] for p in procs]
+    folders = sorted(p.parent for p in tmp_path.glob("same*/.hydra"))
+    assert [f.name for f in folders] == ["same", "same_1", "same_2"]
+    assert sorted(yaml.safe_load((f / ".hydra" / "config.yaml").read_text())["seed"] for f in folders) == [1, 2, 3]
+    assert all(len(list(f.glob("events.out.tfevents.*"))) == 1 for f in folders)  # one run's events in each
+
+
+def test_a_refused_run_leaves_no_checkpoint_and_says_failed(mnist_root, tmp_path):
+    result = run_cli(*quick("data.batch_size=60001"), f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode != 0 and "more than the dataset" in result.stderr
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
