@@ -17,6 +17,7 @@ from gan.errors import UserError
 from gan.hparams import log_run_config
 from gan.metrics import TAGS as METRIC_TAGS
 from gan.module import GAN, LOGGED_METRICS
+from gan.resume import check_resume
 from gan.schema import validate
 from gan.signals import StopOnSignal
 
@@ -68,13 +69,15 @@ def fit(cfg: DictConfig) -> dict[str, float]:
                         + ("" if cfg.eval_every else " (metrics/* need eval_every > 0)") + ".")
     check_optimizers(cfg)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
-    if ckpt_path is not None:
-        load_checkpoint(ckpt_path)  # refuses, before anything is built, a file that is unsafe or no checkpoint
+    checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None  # an unsafe file or no checkpoint stops here
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data, batches_per_step=cfg.gan.n_critic)  # one real batch per D step
     datamodule.prepare_data()  # a missing dataset stops the run here, before anything is built
     module = GAN.from_config(cfg)
+    if checkpoint is not None:
+        check_resume(cfg, checkpoint, module, ckpt_path)
+        del checkpoint  # Lightning reads the file again, with weights_only=True
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [StopOnSignal()]  # not optional: see gan/signals.py
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)  # else Lightning adds its own

@@ -229,6 +229,10 @@ class GAN(pl.LightningModule):
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """The noise RNG continues; the optimizers' hyper-parameters are this run's (gan/resume.py)."""
+        for state, factory in zip(checkpoint.get("optimizer_states", []), (self.g_optimizer, self.d_optimizer)):
+            for group in state["param_groups"]:
+                group.update({k: v for k, v in getattr(factory, "keywords", {}).items() if k in group})
         states = checkpoint.get("rng_states", {})
         if "cpu" in states:
             torch.set_rng_state(states["cpu"])

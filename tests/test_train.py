@@ -291,3 +291,15 @@ def test_a_refused_run_leaves_no_checkpoint_and_says_failed(mnist_root, tmp_path
     assert result.returncode != 0 and "more than the dataset" in result.stderr
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"
     assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+def test_a_resume_applies_new_optimizer_values_and_refuses_another_model(short_run, tmp_path, caplog):
+    run_dir, _ = short_run
+    with caplog.at_level("INFO", logger="gan.resume"):
+        fit(make_cfg(*quick("trainer.max_steps=15", "optimizer.lr=1e-4", f"ckpt_path={run_dir}"), run_dir=tmp_path / "a"))
+    states = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"]
+    assert [s["param_groups"][0]["lr"] for s in states] == [1e-4, 1e-4]  # the rate this config asked for
+    assert any("optimizer.lr 0.0002 -> 0.0001" in r.getMessage() for r in caplog.records)
+    with pytest.raises(UserError, match=r"changes them: .*model.latent_dim=64 \(the checkpoint has 100\)"):
+        fit(make_cfg(*quick("model.latent_dim=64", f"ckpt_path={run_dir}"), run_dir=tmp_path / "b"))
+    assert not (tmp_path / "b" / "checkpoints").exists()
