@@ -16,15 +16,18 @@ from torch.optim import Optimizer
 from gan.errors import UserError
 
 
-def build(cfg: DictConfig, key: str) -> Any:
-    """instantiate(cfg.<key>), with a constructor's refusal (a DCGAN for 30x30 images) as a
-    UserError naming the key."""
+def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
+    """instantiate(cfg.<key>, **kwargs), with a constructor's refusal (a DCGAN for 30x30 images, a
+    GPU trainer without a GPU) as a UserError naming the key."""
     node = OmegaConf.select(cfg, key)
     try:
-        return instantiate(node)
+        return instantiate(node, **kwargs)
     except InstantiationException as exc:
-        cause = exc.__cause__ if exc.__cause__ is not None else exc
-        raise UserError(f"{key} ({node._target_}) cannot be built from this config: {cause}") from None
+        cause = " ".join(str(exc.__cause__ if exc.__cause__ is not None else exc).split())
+        hint = ""
+        if key == "trainer" and any(word in cause.lower() for word in ("accelerator", "gpu", "cuda", "mps")):
+            hint = f" (trainer.accelerator={node.accelerator}: trainer=auto takes a GPU when there is one, else the CPU)"
+        raise UserError(f"{key} ({node._target_}) cannot be built from this config: {cause}{hint}") from None
 
 
 def network_optimizer(node: DictConfig, network: str) -> Callable[..., Optimizer]:

@@ -7,6 +7,7 @@ image tensor that lives there.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
@@ -63,6 +64,19 @@ class StepBatches:
                 yield torch.randint(self.n, self.shape, generator=self._rng(t))
 
 
+def idx_complete(path: Path) -> bool:
+    """Whether an idx file (MNIST's format) is as long as its header says."""
+    with open(path, "rb") as f:
+        header = f.read(4)
+        if len(header) < 4 or header[:2] != b"\x00\x00":
+            return False
+        dims = f.read(4 * header[3])
+    if len(dims) < 4 * header[3]:
+        return False
+    shape = [int.from_bytes(dims[i : i + 4], "big") for i in range(0, len(dims), 4)]
+    return path.stat().st_size == 4 + len(dims) + math.prod(shape)
+
+
 class TorchvisionImageDataModule(pl.LightningDataModule):
     """One torchvision dataset class's training split, scaled to [-1, 1] as the Keras example does
     (x / 127.5 - 1), in memory on the training device with its labels."""
@@ -98,12 +112,18 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
         return self.dataset_class(str(self.root), train=train, download=download)
 
     def prepare_data(self) -> None:
+        where = (self.root / self.folder / "raw").resolve()
+        files = [where / name.removesuffix(".gz") for name, _ in self.dataset_class.resources]
         try:
             self._dataset(train=True, download=self.download)
+            self._dataset(train=False, download=False)  # the metrics read the test split
         except Exception as exc:  # torchvision raises RuntimeError or URLError, depending on what failed
-            where = (self.root / self.folder / "raw").resolve()
-            files = ", ".join(name.removesuffix(".gz") for name, _ in self.dataset_class.resources)
-            reason = " ".join(str(exc).split())
+            reason = " ".join(str(exc).split())[:300]
+            if all(f.is_file() for f in files):  # there, but unreadable
+                bad = next((f for f in files if not idx_complete(f)), where)
+                raise UserError(f"{bad} is truncated or corrupt ({reason or type(exc).__name__}). Replace it with the "
+                                f"original uncompressed file, or delete it to have it downloaded again.") from None
+            files = ", ".join(f.name for f in files)
             how = "could not be downloaded" if self.download else "is missing and data.download=false"
             raise UserError(
                 f"{self.dataset_class.__name__} is not under {where} and {how} ({reason}). "

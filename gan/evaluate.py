@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 
 from gan.checkpoints import load_generator
 from gan.cli import run
+from gan.errors import UserError
 from gan.metrics import METRICS
 from gan.metrics.evaluator import Evaluator
 
@@ -39,7 +40,21 @@ def table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def check(args: Args) -> None:
+    """What the scores need, said before the checkpoint is loaded."""
+    if args.k < 1:
+        raise UserError(f"k={args.k}: precision and recall need at least 1 neighbour (k=3 is the usual choice).")
+    if args.n <= max(args.k, 1):
+        raise UserError(f"n={args.n}: the scores need more samples than k={args.k} neighbours, and at least 2 "
+                        f"(10000 is the usual choice; fewer gives noisier numbers).")
+    if args.seed < 0:
+        raise UserError(f"seed={args.seed}: the evaluation noise seed must be 0 or more.")
+    if args.features not in ("classifier", "inception"):
+        raise UserError(f"features={args.features}: choose classifier (offline) or inception (with inception_weights=).")
+
+
 def evaluate(args: Args) -> dict:
+    check(args)
     generator, cfg, ckpt = load_generator(args.ckpt, args.best, args.ema)
     evaluator = Evaluator(instantiate(cfg.data), n=args.n, k=args.k, seed=args.seed,
                           features=args.features, inception_weights=args.inception_weights)

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from gan.building import network_optimizer
+from gan.building import build, network_optimizer
 from gan.checkpoints import load_checkpoint, resolve_checkpoint
 from gan.errors import UserError
 from gan.hparams import log_run_config
@@ -81,8 +81,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [StopOnSignal()]  # not optional: see gan/signals.py
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)  # else Lightning adds its own
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
-                                      enable_checkpointing=checkpointing)
+    trainer: pl.Trainer = build(cfg, "trainer", logger=loggers or False, callbacks=callbacks,
+                                enable_checkpointing=checkpointing)
     log_run_config(loggers, cfg, tags)
 
     log.info("Run folder: %s", cfg.run_dir)

@@ -39,11 +39,14 @@ def write(args: Args) -> Path:
         raise UserError(f"out={args.out} n={args.n}: out must end in .png or .npy and n be at least 1.")
     generator, _, _ = load_generator(args.ckpt, args.best, args.ema)
     samples = generate(generator, args.n, args.seed, args.label)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
-        np.save(out, samples.numpy().astype(np.float32))
-    else:
-        save_image(samples, out, nrow=math.ceil(math.sqrt(args.n)), normalize=True, value_range=(-1, 1))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".npy":
+            np.save(out, samples.numpy().astype(np.float32))
+        else:
+            save_image(samples, out, nrow=math.ceil(math.sqrt(args.n)), normalize=True, value_range=(-1, 1))
+    except OSError as exc:
+        raise UserError(f"out={args.out}: cannot write there ({exc.strerror or exc}); give a path you can write to.") from None
     return out
 
 

@@ -149,9 +149,16 @@ def check(where: str, value: Any, annotation: Any) -> Iterator[tuple[str, Any, s
     try:
         TypeAdapter(annotation).validate_python(value)
     except ValidationError as exc:
+        found: dict[str, tuple[Any, list[str]]] = {}
         for error in exc.errors():
             index = [str(part) for part in error["loc"] if isinstance(part, int)]  # a list element; str parts name union members
-            yield ".".join([where, *index]), error.get("input", value), error["msg"][0].lower() + error["msg"][1:]
+            key = ".".join([where, *index])
+            found.setdefault(key, (error.get("input", value), []))[1].append(error["msg"][0].lower() + error["msg"][1:])
+        for key, (bad, messages) in found.items():  # a union (`threads`: a number or 'auto'): one message
+            lead = "input should be "
+            if len(messages) > 1 and all(m.startswith(lead) for m in messages):
+                messages = [lead + " or ".join(m.removeprefix(lead) for m in messages)]
+            yield key, bad, "; ".join(messages)
 
 
 def _source(raw: Any, key: str) -> str | None:

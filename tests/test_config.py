@@ -170,3 +170,14 @@ def test_the_old_name_of_the_penalty_weight_still_works_with_a_warning():
     with pytest.warns(FutureWarning, match="loss.gradient_penalty is deprecated: it is loss.gp_weight now"):
         loss = instantiate(make_cfg("loss=hinge", "loss.gradient_penalty=5").loss)
     assert loss.gp_weight == 5
+
+
+@pytest.mark.parametrize("override, message", [
+    ("hydra.run.dir=/proc/no/such/run", "hydra.run.dir=/proc/no/such/run: cannot create the run folder there"),
+    ("threads=0", "`threads=0`: input should be greater than 0 or 'auto'"),
+    pytest.param("trainer=gpu", "trainer (pytorch_lightning.Trainer) cannot be built from this config",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU trainer builds where there is a GPU")),
+])
+def test_more_command_line_errors_are_one_paragraph(override, message, mnist_root, tmp_path):
+    result = run_cli("debug=fast", override, cwd=tmp_path)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]

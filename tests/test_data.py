@@ -1,9 +1,12 @@
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 from gan.data import MNISTDataModule, StepBatches
 from gan.errors import UserError
+from tests.helpers import DATA_ROOT
 
 
 def take(batches: StepBatches, n: int) -> list[torch.Tensor]:
@@ -78,3 +81,15 @@ def test_image_shape_must_match_the_files(mnist_root):
 def test_num_classes_in_the_config_must_match_the_dataset(mnist_root):
     with pytest.raises(UserError, match="data.num_classes=7 but MNIST has 10 classes"):
         MNISTDataModule(root=mnist_root, num_classes=7)
+
+
+def test_a_truncated_dataset_file_is_named_as_corrupt_not_as_missing(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in Path(DATA_ROOT, "MNIST", "raw").iterdir():
+        shutil.copy(f, raw / f.name)
+    images = raw / "t10k-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:100_000])
+    with pytest.raises(UserError) as err:
+        MNISTDataModule(root=str(tmp_path), download=False).prepare_data()
+    assert f"{images} is truncated or corrupt" in str(err.value) and "\n" not in str(err.value)

@@ -1,0 +1,81 @@
+"""Bad input to the commands, as a user types it: each is one paragraph naming the key or file
+and what to do, and a non-zero exit, never a traceback. (train.py's config errors are in
+tests/test_config.py, bad checkpoints and folders in tests/test_train.py.)"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from gan import evaluate, generate, report
+from gan.fit import fit
+from tests.helpers import make_cfg, quick
+
+
+@pytest.fixture(scope="module")
+def run_folder(mnist_root, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    fit(make_cfg(*quick("trainer.max_steps=2", "sample_every=2"), run_dir=folder))
+    return folder
+
+
+def command_error(main, argv: list[str], monkeypatch, capsys) -> str:
+    """Run a command's main() with `argv`; its exit message (or stderr), which must be one paragraph."""
+    monkeypatch.setattr(sys, "argv", ["gan", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    message = exit_.value.code if isinstance(exit_.value.code, str) else capsys.readouterr().err
+    assert exit_.value.code != 0 and exit_.value.code is not None
+    assert "Traceback" not in message and len(message.strip().splitlines()) == 1, message
+    return message
+
+
+EVALUATE = [
+    ("n=0", "n=0: the scores need more samples"),
+    ("n=-3", "n=-3: the scores need more samples"),
+    ("n=1", "n=1: the scores need more samples than k=3"),
+    ("k=0", "k=0: precision and recall need at least 1 neighbour"),
+    ("k=-1", "k=-1: precision and recall need at least 1 neighbour"),
+    ("seed=-1", "seed=-1: the evaluation noise seed must be 0 or more"),
+    ("features=nosuch", "features=nosuch: choose classifier"),
+    ("n=abc", "Value 'abc' of type 'str' could not be converted to Integer full_key: n"),
+    ("nosuch=1", "Key 'nosuch' not in 'Args'"),
+    ("best=true", "no checkpoint there (give a .ckpt file or a run folder holding checkpoints/best_fid.ckpt)"),
+]
+
+
+@pytest.mark.parametrize("arg, expected", EVALUATE, ids=[a for a, _ in EVALUATE])
+def test_bad_evaluate_arguments(arg, expected, run_folder, monkeypatch, capsys):
+    message = command_error(evaluate.main, [f"ckpt={run_folder}", arg], monkeypatch, capsys)
+    assert expected in message
+
+
+GENERATE = [
+    ("out=/proc/no/such/x.png", "out=/proc/no/such/x.png: cannot write there"),
+    ("out=grid.txt", "out must end in .png or .npy"),
+    ("n=0", "n=0: out must end in .png or .npy and n be at least 1"),
+    ("label=3", "label=3: this generator is not conditional"),
+    ("n=abc", "could not be converted to Integer full_key: n"),
+]
+
+
+@pytest.mark.parametrize("arg, expected", GENERATE, ids=[a for a, _ in GENERATE])
+def test_bad_generate_arguments(arg, expected, run_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    message = command_error(generate.main, [f"ckpt={run_folder}", arg], monkeypatch, capsys)
+    assert expected in message
+
+
+@pytest.mark.parametrize("main", [evaluate.main, generate.main], ids=["evaluate", "generate"])
+@pytest.mark.parametrize("ckpt", ["/no/such/run", "missing"], ids=["no-such-path", "no-ckpt-argument"])
+def test_a_missing_checkpoint_is_named(main, ckpt, monkeypatch, capsys):
+    argv = [] if ckpt == "missing" else [f"ckpt={ckpt}"]
+    message = command_error(main, argv, monkeypatch, capsys)
+    assert ("/no/such/run: no checkpoint there" in message) if argv else ("ckpt" in message)
+
+
+def test_report_of_a_folder_without_jobs_or_that_does_not_exist(tmp_path, monkeypatch, capsys):
+    for folder in (tmp_path, tmp_path / "nope"):
+        message = command_error(report.main, [str(folder)], monkeypatch, capsys)
+        assert f"{folder}: no sweep jobs there" in message
