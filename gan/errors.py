@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from hydra.errors import CompactHydraException
+from omegaconf.errors import InterpolationResolutionError
 
 
 class UserError(CompactHydraException):
@@ -19,3 +20,8 @@ def stopping_hydra() -> Iterator[None]:
         yield
     except UserError as exc:
         raise SystemExit(f"Error: {exc}") from None
+    except InterpolationResolutionError as exc:  # a resolver (${unique_dir:...}) refused; OmegaConf keeps only its text
+        lead = f"{UserError.__name__} raised while resolving interpolation: "
+        if not str(exc).startswith(lead):
+            raise
+        raise SystemExit(f"Error: {str(exc).splitlines()[0].removeprefix(lead)}") from None

@@ -181,3 +181,10 @@ def test_the_old_name_of_the_penalty_weight_still_works_with_a_warning():
 def test_more_command_line_errors_are_one_paragraph(override, message, mnist_root, tmp_path):
     result = run_cli("debug=fast", override, cwd=tmp_path)
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+def test_an_outputs_folder_that_cannot_be_made_is_one_paragraph(mnist_root, tmp_path):
+    (tmp_path / "outputs").write_text("a file where the runs' folder would go")
+    result = run_cli("debug=fast", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "Cannot create outputs/" in result.stderr and "hydra.run.dir=" in result.stderr, result.stderr[-2000:]

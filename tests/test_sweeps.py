@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import gan.study  # noqa: F401  (before optuna: quiets SQLAlchemy's 2.0 notice, as train.py does)
@@ -118,3 +119,16 @@ def test_the_report_reads_a_sweep_without_importing_torch_or_lightning():
     code = "import sys, gan.report; print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_search_dimensions_on_the_command_line_replace_the_configs(tmp_path):
+    """`key=choice(...)` on the command line is a dimension of the study (over the config's, even
+    a fixed one), and `key=value` fixes a key for every trial."""
+    result = run_cli("hparams_search=optuna_quick", "hydra.sweeper.n_trials=3", *TINY, "data.batch_size=choice(16,24)",
+                     "model.latent_dim=12", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = tmp_path / "outputs" / "optuna" / "optuna_quick"
+    trials = optuna.load_study(study_name="optuna_quick", storage=f"sqlite:///{study / 'optuna.db'}").trials
+    assert {t.params["data.batch_size"] for t in trials} <= {16, 24} and len(trials) == 3
+    configs = [OmegaConf.load(f) for f in study.glob("*/.hydra/config.yaml")]
+    assert len(configs) == 3 and all(c.data.batch_size in (16, 24) and c.model.latent_dim == 12 for c in configs)
