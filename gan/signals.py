@@ -28,11 +28,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None
         self.training = False
-        self.active = False  # inside `handling()`: gan.job runs every job so
-
-    @property
-    def name(self) -> str | None:
-        return None if self.signum is None else signal.Signals(self.signum).name
+        self.active = False  # set inside `handling()`, which gan.job wraps every job in
 
     def __call__(self, signum: int, frame) -> None:
         again = self.signum is not None
