@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
-from pydantic import Field
 from torchvision import datasets
 
-from gan.constraints import NonNegInt, PosInt
+from gan.constraints import Count, NonNegInt, PosInt
 from gan.errors import UserError
 
 SAMPLINGS = ("with_replacement", "epochs")
@@ -93,7 +92,7 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
         batches_per_step: PosInt = 1,
         download: bool = True,
         seed: NonNegInt = 0,
-        num_classes: Annotated[int, Field(strict=True, ge=2)] | None = None,
+        num_classes: Count | None = None,
     ):
         """`num_classes`: what the config promises the model (conditional networks size their
         label embeddings from it); checked against the dataset's classes."""

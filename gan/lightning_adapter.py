@@ -34,7 +34,7 @@ def checkpoint_state_key(callback: ModelCheckpoint, name: str) -> str:
 
 
 class Checkpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint with three fixes, all through its internals:
+    """Lightning's ModelCheckpoint with four fixes, all through its internals:
     - its saved state is keyed by `name` too: Lightning refuses two ModelCheckpoints with the
       same monitor and interval (`checkpoint` and `last` both every 500 steps), as their states
       would collide in the checkpoint file;

@@ -4,14 +4,12 @@ and the gradient penalties. All take D's raw outputs (logits / critic scores).""
 from __future__ import annotations
 
 import warnings
-from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from gan.constraints import NonNegFloat
+from gan.constraints import Label, NonNegFloat
 
 
 def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -66,7 +64,7 @@ class Minimax(Loss):
 
     probabilities = True
 
-    def __init__(self, real_label: Annotated[float, Field(gt=0, le=1)] = 1.0, **penalties):
+    def __init__(self, real_label: Label = 1.0, **penalties):
         super().__init__(**penalties)
         self.real_label = real_label
 
@@ -91,7 +89,7 @@ class LeastSquares(Loss):
     """LSGAN (Mao et al. 2017), the a=0, b=c=1 coding: D minimises 1/2 (D(x) - 1)^2 + 1/2 D(G(z))^2,
     G minimises 1/2 (D(G(z)) - 1)^2, on D's linear output. `real_label` is b."""
 
-    def __init__(self, real_label: Annotated[float, Field(gt=0, le=1)] = 1.0, **penalties):
+    def __init__(self, real_label: Label = 1.0, **penalties):
         super().__init__(**penalties)
         self.real_label = real_label
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from gan.constraints import Fraction, NonNegFloat, PosFloat, PosInt
+from gan.constraints import Fraction, NonNegFloat, PosFloat, PosInt, Widths
 
 INITS = ("glorot_uniform", "torch_default", "dcgan_normal")
 NOISES = ("normal", "uniform")
@@ -152,7 +151,7 @@ class MLPGenerator(Generator):
     def __init__(
         self,
         latent_dim: PosInt,
-        hidden_dims: Annotated[list[PosInt], Field(min_length=1)],
+        hidden_dims: Widths,
         out_shape: Shape,
         negative_slope: NonNegFloat = 0.2,
         batch_norm: bool = True,
@@ -188,7 +187,7 @@ class MLPDiscriminator(Discriminator):
     def __init__(
         self,
         in_shape: Shape,
-        hidden_dims: Annotated[list[PosInt], Field(min_length=1)],
+        hidden_dims: Widths,
         negative_slope: NonNegFloat = 0.2,
         init: Literal[INITS] = "glorot_uniform",
         spectral_norm: bool = False,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,12 @@ def claim(candidates: Iterable[Path]) -> Path:
     raise UserError(f"Could not find a free folder (the last one tried: {candidate}).")
 
 
+def numbered(base: Path) -> Iterator[Path]:
+    """`base`, then `base_1`, `base_2`, ...: where a run goes when the folder before is taken."""
+    yield base
+    yield from (base.with_name(f"{base.name}_{n}") for n in range(1, 10_000))
+
+
 def unique_dir(path: str) -> str:
     base = Path(path)
     try:
@@ -51,7 +57,7 @@ def unique_dir(path: str) -> str:
     except OSError as exc:
         raise UserError(f"Cannot create {base.parent} for the run folders ({exc.strerror or exc}). Run from a directory "
                         f"you can write to, or give one with hydra.run.dir=... (a sweep: hydra.sweep.dir=...).") from None
-    return str(claim(base if n == 0 else base.with_name(f"{base.name}_{n}") for n in range(10_000)))
+    return str(claim(numbered(base)))
 
 
 def sweep_dir(study: str | None, fresh: str) -> str:
@@ -111,11 +117,10 @@ class RunDirGuard(Callback):
     @staticmethod
     def _redirect(config: DictConfig, mode: str) -> None:
         wanted = Path(config.hydra[mode].dir)
-        marker = MARKERS[mode]
-        if take(wanted, marker, f"hydra.{mode}.dir"):
+        claimed = next(candidate for candidate in numbered(wanted) if take(candidate, MARKERS[mode], f"hydra.{mode}.dir"))
+        if claimed == wanted:
             return
-        siblings = (wanted.with_name(f"{wanted.name}_{n}") for n in range(1, 10_000))
-        fresh = str(next(candidate for candidate in siblings if take(candidate, marker, f"hydra.{mode}.dir")))
+        fresh = str(claimed)
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra[mode].dir = fresh
             # Each sweep job composes its config again from these overrides: point them there too.

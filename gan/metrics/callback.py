@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
+from typing import Literal
 
 import pytorch_lightning as pl
-from pydantic import Field
 
-from gan.constraints import NonNegInt, PosInt
+from gan.constraints import Count, NonNegInt, PosInt
 from gan.lightning_adapter import publish_metrics
 from gan.metrics import METRICS
 from gan.metrics.evaluator import Evaluator
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class EvaluateMetrics(pl.Callback):
-    def __init__(self, every_n_steps: NonNegInt, n: Annotated[int, Field(strict=True, ge=2)] = 10_000, k: PosInt = 3,
+    def __init__(self, every_n_steps: NonNegInt, n: Count = 10_000, k: PosInt = 3,
                  seed: NonNegInt = 0, features: Literal["classifier", "inception"] = "classifier",
                  inception_weights: str | None = None):
         self.every_n_steps = every_n_steps
