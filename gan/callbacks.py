@@ -1,4 +1,5 @@
-"""Callbacks of this project (`callbacks` group): sample grids, the crash checkpoint, the health monitor."""
+"""Callbacks of this project (`callbacks` group): sample grids, the crash checkpoint, the health
+monitor, the progress bar."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
@@ -146,3 +148,24 @@ class HealthMonitor(pl.Callback):
                 log.warning("Training health, step %d: %s.%s", step, messages[name], stopping)
                 if stop:
                     trainer.should_stop = True
+
+
+class IterationProgressBar(TQDMProgressBar):
+    """Lightning's progress bar counting GAN iterations (`global_step` out of `max_steps`, and
+    iterations per second) instead of training steps, each of which runs several iterations;
+    one bar for the whole run. Refreshes when `refresh_rate` more iterations are done."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_) -> None:
+        super().on_train_epoch_start(trainer)
+        bar = self.train_progress_bar
+        bar.total = trainer.max_steps if trainer.max_steps > 0 else None
+        bar.n = bar.last_print_n = bar.initial = trainer.global_step  # a resumed run starts where it was
+        bar.set_description("Training")
+        self._shown = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
+        step = trainer.global_step
+        if self.is_enabled and (step - self._shown >= self.refresh_rate or step == trainer.max_steps):
+            self._shown = step
+            self.train_progress_bar.n = step
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar

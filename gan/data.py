@@ -18,49 +18,72 @@ from torchvision import datasets
 
 from gan.constraints import Count, NonNegInt, PosInt
 from gan.errors import UserError
+from gan.iterations import chunk_length, event_intervals, iterations_per_step
 
 SAMPLINGS = ("with_replacement", "epochs")
 
 
-class StepBatches:
-    """Index batches of shape (batches_per_step, batch_size), one per GAN iteration.
+class Chunk:
+    """The real batches of k consecutive GAN iterations, as one `training_step` gets them: the
+    index table on the training device and the dataset it indexes. Iterating gathers one
+    iteration's (images (n_critic, batch, C, H, W), labels (n_critic, batch)) at a time, so a
+    long chunk of large images costs no more memory than one iteration."""
 
-    The draw for iteration `t` depends only on (seed, t), so a run resumed from a
-    checkpoint at step `t` sees exactly the batches an uninterrupted run would:
-    `with_replacement` draws each batch uniformly with replacement, as the Keras example's
-    `np.random.randint` does; `epochs` walks a fresh permutation per epoch.
-    `start_step` is asked at every `iter()` (every epoch), so resuming mid-epoch yields the
-    rest of that epoch only.
+    def __init__(self, index: torch.Tensor, images: torch.Tensor, labels: torch.Tensor):
+        self.index, self.images, self.labels = index, images, labels
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for index in self.index:
+            yield self.images[index], self.labels[index]
+
+
+class StepBatches:
+    """Index tables of shape (k, batches_per_step, batch_size): the real batches of the k GAN
+    iterations one training step runs (gan/iterations.py plans k).
+
+    The draw for iteration `t` depends only on (seed, t), so a run resumed from a checkpoint at
+    step `t` sees exactly the batches an uninterrupted run would, however its iterations are
+    grouped into steps: `with_replacement` draws each batch uniformly with replacement, as the
+    Keras example's `np.random.randint` does; `epochs` walks a fresh permutation per pass over
+    the data. The iterator never ends (Lightning's epoch is the whole run; `max_steps` ends it)
+    and starts at `start_step()`, asked at each `iter()`: the iteration the trainer is at.
+    `chunk_length(t)`: how many iterations the step after iteration `t` runs.
     """
 
-    def __init__(self, n: int, batch_size: int, batches_per_step: int, sampling: str, seed: int, start_step=lambda: 0):
+    def __init__(self, n: int, batch_size: int, batches_per_step: int, sampling: str, seed: int,
+                 start_step=lambda: 0, chunk_length=lambda t: 1):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         self.n, self.shape, self.sampling, self.seed = n, (batches_per_step, batch_size), sampling, seed
-        self.start_step = start_step
+        self.start_step, self.chunk_length = start_step, chunk_length
         self.steps_per_epoch = n // (batch_size * batches_per_step)
         if self.steps_per_epoch < 1:
             raise UserError(f"data.batch_size={batch_size} x gan.n_critic={batches_per_step} "
                             f"is more than the dataset's {n} images.")
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
+        self._permutation: tuple[int, torch.Tensor] | None = None
 
     def _rng(self, key: int) -> torch.Generator:
         return torch.Generator().manual_seed((self.seed * 1_000_003 + key) % 2**63)
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        start = self.start_step()
-        epoch, offset = divmod(start, self.steps_per_epoch)
+    def draw(self, t: int) -> torch.Tensor:
+        """The index batches of iteration `t` (counting from 0), shape (batches_per_step, batch_size)."""
+        if self.sampling == "with_replacement":
+            return torch.randint(self.n, self.shape, generator=self._rng(t))
+        epoch, i = divmod(t, self.steps_per_epoch)
+        if self._permutation is None or self._permutation[0] != epoch:
+            self._permutation = (epoch, torch.randperm(self.n, generator=self._rng(-1 - epoch)))
         size = self.shape[0] * self.shape[1]
-        if self.sampling == "epochs":
-            order = torch.randperm(self.n, generator=self._rng(-1 - epoch))
-        for t in range(start, start - offset + self.steps_per_epoch):
-            if self.sampling == "epochs":
-                i = t % self.steps_per_epoch
-                yield order[i * size : (i + 1) * size].view(self.shape)
-            else:
-                yield torch.randint(self.n, self.shape, generator=self._rng(t))
+        return self._permutation[1][i * size : (i + 1) * size].view(self.shape)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        t = self.start_step()
+        while True:
+            k = self.chunk_length(t)
+            yield torch.stack([self.draw(s) for s in range(t, t + k)])
+            t += k
 
 
 def idx_complete(path: Path) -> bool:
@@ -93,9 +116,11 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
         download: bool = True,
         seed: NonNegInt = 0,
         num_classes: Count | None = None,
+        iterations_per_step: PosInt | Literal["auto"] = 1,
     ):
         """`num_classes`: what the config promises the model (conditional networks size their
-        label embeddings from it); checked against the dataset's classes."""
+        label embeddings from it); checked against the dataset's classes. `batches_per_step`
+        (gan.n_critic) and `iterations_per_step` come from the run's options (gan/fit.py)."""
         super().__init__()
         self.num_classes = len(self.dataset_class.classes)
         if num_classes is not None and num_classes != self.num_classes:
@@ -103,7 +128,7 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
         self.root = Path(root).expanduser()
         self.batch_size, self.image_shape = batch_size, tuple(image_shape)
         self.sampling, self.batches_per_step = sampling, batches_per_step
-        self.download, self.seed = download, seed
+        self.download, self.seed, self.iterations_per_step = download, seed, iterations_per_step
         self.images: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
 
@@ -145,18 +170,22 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
         self.images, self.labels = images, labels
 
     def train_dataloader(self) -> StepBatches:
+        trainer = self.trainer
+        if trainer is None:  # outside a Trainer: one iteration per step, from the start
+            return StepBatches(len(self.images), self.batch_size, self.batches_per_step, self.sampling, self.seed)
+        cap = iterations_per_step(self.iterations_per_step, trainer.strategy.root_device)
+        intervals = event_intervals(trainer)
         return StepBatches(
             len(self.images), self.batch_size, self.batches_per_step, self.sampling, self.seed,
-            start_step=lambda: self.trainer.global_step if self.trainer is not None else 0,
+            start_step=lambda: trainer.global_step,
+            chunk_length=lambda t: chunk_length(t, cap, intervals, trainer.max_steps),
         )
 
-    def transfer_batch_to_device(self, batch: torch.Tensor, device: torch.device,
-                                 dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Index batch -> (images, labels) on `device`."""
+    def transfer_batch_to_device(self, batch: torch.Tensor, device: torch.device, dataloader_idx: int) -> Chunk:
+        """Index table -> the chunk of real batches it names, on `device`."""
         if self.images.device != device:
             self.images, self.labels = self.images.to(device), self.labels.to(device)
-        index = batch.to(device, non_blocking=True)
-        return self.images[index], self.labels[index]
+        return Chunk(batch.to(device, non_blocking=True), self.images, self.labels)
 
 
 class MNISTDataModule(TorchvisionImageDataModule):

@@ -72,7 +72,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None  # an unsafe file or no checkpoint stops here
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule = instantiate(cfg.data, batches_per_step=cfg.gan.n_critic)  # one real batch per D step
+    # One real batch per D step; the iterations of one training step drawn together.
+    datamodule = instantiate(cfg.data, batches_per_step=cfg.gan.n_critic, iterations_per_step=cfg.iterations_per_step)
     datamodule.prepare_data()  # a missing dataset stops the run here, before anything is built
     module = GAN.from_config(cfg)
     if checkpoint is not None:

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +92,54 @@ def uncounted_optimizer_step(trainer: pl.Trainer, optimizer: torch.optim.Optimiz
     """What LightningOptimizer.step does (precision plugin, gradient hooks) without advancing
     `global_step`, so that the discriminator's steps leave it counting GAN iterations."""
     trainer.strategy.optimizer_step(optimizer, closure=lambda: None)
+
+
+def checkpoint_every_n_steps(callback: pl.Callback) -> int | None:
+    """A ModelCheckpoint's `every_n_train_steps` (Lightning keeps it private), else None."""
+    return getattr(callback, "_every_n_train_steps", None) if isinstance(callback, ModelCheckpoint) else None
+
+
+def count_iteration(trainer: pl.Trainer) -> None:
+    """Advance `global_step` by one GAN iteration whose optimizer steps ran outside Lightning
+    (straight on the torch optimizers, or replayed from a CUDA graph), as one
+    LightningOptimizer.step would have: manual optimization counts its optimizer steps."""
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    progress.increment_ready()
+    progress.increment_completed()
+
+
+def sync_logging_step(trainer: pl.Trainer) -> None:
+    """Lightning decides whether to write logged scalars from its count of training steps
+    (`_batches_that_stepped`, which it advances by one after each step), not from
+    `global_step`; with several GAN iterations per step, set it so that both agree."""
+    trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step - 1
+
+
+def gradient_scaler(trainer: pl.Trainer):
+    """The precision plugin's GradScaler (16-mixed), or None: with one, each optimizer step must go
+    through the plugin (unscale, skip on inf, update the scale)."""
+    return getattr(trainer.precision_plugin, "scaler", None)
+
+
+# Hooks Lightning calls around each manual backward and optimizer step.
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def step_hook_users(trainer: pl.Trainer) -> list[str]:
+    """The callbacks (and the module) that override a per-step hook, by class name: they need
+    every backward and optimizer step to go through Lightning."""
+    users = [trainer.lightning_module, *trainer.callbacks]
+    return [type(u).__name__ for u in users if any(is_overridden(hook, u) for hook in STEP_HOOKS)]
+
+
+def lightning_steps_reason(trainer: pl.Trainer) -> str | None:
+    """Why this run's backward passes and optimizer steps must go through Lightning's strategy
+    and precision plugin (their hooks, a gradient scaler, a distributed strategy), or None when
+    calling the torch optimizers directly does exactly what Lightning would."""
+    if gradient_scaler(trainer) is not None:
+        return f"trainer.precision={trainer.precision} uses a gradient scaler"
+    if trainer.world_size > 1:
+        return f"{type(trainer.strategy).__name__} runs on {trainer.world_size} processes"
+    if users := step_hook_users(trainer):
+        return f"{', '.join(users)} hook into each backward or optimizer step"
+    return None

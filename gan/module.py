@@ -1,4 +1,4 @@
-"""The GAN update: one training step = one GAN iteration = one generator update.
+"""The GAN update: one GAN iteration = one generator update; a training step runs several.
 
 Defaults follow the Keras reference example (`gan/gan.py` of Keras-GAN), step by step:
   1. D step(s): fakes from G *in inference mode* (Keras `predict` uses BatchNorm running
@@ -10,8 +10,9 @@ Defaults follow the Keras reference example (`gan/gan.py` of Keras-GAN), step by
 The objective is the `loss` object's (gan/losses.py; the Keras example's is NonSaturating). Conditional
 runs feed the real batch's labels to D with the reals and with the fakes made for it; G's own
 step draws its labels uniformly.
-`trainer.global_step` counts G updates only: the D steps go through the strategy directly, so
-`max_steps`, logging, sampling and checkpoint intervals all count GAN iterations.
+`trainer.global_step` counts GAN iterations, so `max_steps`, logging, sampling and checkpoint
+intervals all count them; one training step runs a chunk of iterations that ends on the next
+such event (gan/iterations.py), which is the same as running them one step each, bit for bit.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from gan.building import build, network_optimizer
 from gan.constraints import OpenFraction, PosInt
-from gan.lightning_adapter import uncounted_optimizer_step
+from gan.cuda_graphs import GraphedIterations
+from gan.data import Chunk
+from gan.lightning_adapter import count_iteration, lightning_steps_reason, sync_logging_step, uncounted_optimizer_step
 from gan.losses import Loss, NonSaturating, gradient_penalty, r1_penalty
 
 D_UPDATES = ("two_steps", "joint")
@@ -82,6 +85,7 @@ class GAN(pl.LightningModule):
         fakes_mode: Literal[FAKES_MODES] = "eval",
         ema_decay: OpenFraction | None = None,
         n_critic: PosInt = 1,
+        cuda_graph: bool = True,
         config: dict | None = None,
     ):
         """The update rule's parameters are the `gan` config node (`gan.d_update`, ...).
@@ -95,7 +99,10 @@ class GAN(pl.LightningModule):
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.latent_dim, self.num_classes = generator.latent_dim, generator.num_classes
-        self.d_update, self.fakes_mode, self.n_critic = d_update, fakes_mode, n_critic
+        self.d_update, self.fakes_mode, self.n_critic, self.cuda_graph = d_update, fakes_mode, n_critic, cuda_graph
+        self.lightning_steps: str | None = "not training"  # set at train start: why steps go through Lightning
+        self.graphed: GraphedIterations | None = None
+        self._ema_started = False
         self.generator_ema = None
         if ema_decay is not None:
             # Parameters averaged (torch's EMA); buffers (BatchNorm running statistics) copied
@@ -142,11 +149,30 @@ class GAN(pl.LightningModule):
         with mode(net, training):
             return net(z, labels)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        """`batch` is images (n_critic, batch, C, H, W) and their labels (n_critic, batch): one
-        D step per real batch, then one G step (the datamodule draws `gan.n_critic` real
-        batches per iteration)."""
-        reals, labels = batch
+    def on_train_start(self) -> None:
+        """How the optimizer steps run for this fit: straight on the torch optimizers (no per-step
+        Lightning hooks), unless something needs each step to go through Lightning; on a CUDA
+        device, replayed from a CUDA graph where capture can work (gan/cuda_graphs.py)."""
+        self.lightning_steps = lightning_steps_reason(self.trainer)
+        self.graphed = GraphedIterations.for_module(self) if self.cuda_graph else None
+
+    def training_step(self, chunk: Chunk) -> None:
+        """Runs the chunk's GAN iterations (gan/iterations.py plans them), each exactly as a
+        training step of its own would, and logs the last one's scalars when it is a logging step."""
+        if self.graphed is not None:
+            out = self.graphed.run(chunk)
+        else:
+            for reals, labels in chunk:
+                out = self.iteration(reals, labels)
+                count_iteration(self.trainer)
+        sync_logging_step(self.trainer)
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self.log_train_scalars(*out)
+
+    def iteration(self, reals: torch.Tensor, labels: torch.Tensor):
+        """One GAN iteration on `reals` (n_critic, batch, C, H, W) and their labels (n_critic,
+        batch): one D step per real batch, then one G step, then the EMA. Returns what
+        log_train_scalars needs. No host synchronisation, so a CUDA graph can capture it."""
         assert len(reals) == self.n_critic, f"{len(reals)} real batches for n_critic={self.n_critic}"
         g_opt, d_opt = self.optimizers()
         for real, y in zip(reals.to(self.dtype), labels):  # the images are float32; a `*-true` precision casts the nets
@@ -154,8 +180,7 @@ class GAN(pl.LightningModule):
         g_loss = self.generator_step(len(reals[0]), g_opt)
         if self.generator_ema is not None:
             self.update_ema()
-        if self.global_step % self.trainer.log_every_n_steps == 0:
-            self.log_train_scalars(real_logits, fake_logits, g_loss, penalties)
+        return real_logits, fake_logits, g_loss, penalties
 
     def log_train_scalars(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, g_loss: torch.Tensor,
                           penalties: dict[str, torch.Tensor]) -> None:
@@ -205,21 +230,36 @@ class GAN(pl.LightningModule):
         labels = self.random_labels(batch_size)
         with frozen(self.discriminator):
             loss = self.loss.g(self.discriminator(self.generator(self.noise(batch_size), labels), labels))
-            g_opt.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            g_opt.step()  # a LightningOptimizer step: advances global_step by one
+            self._optimizer_step(g_opt, loss)
         return loss.detach()
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        self.generator_ema.update_parameters(self.generator)
-        for averaged, live in zip(self.generator_ema.module.buffers(), self.generator.buffers()):
+        ema = self.generator_ema
+        if self._ema_started:  # what update_parameters does once it has started, without its host-side check
+            ema.multi_avg_fn([p.detach() for p in ema.module.parameters()], [p.detach() for p in self.generator.parameters()],
+                             ema.n_averaged)
+            ema.n_averaged += 1
+        else:  # the first update copies G (a fresh average) or continues a resumed one
+            ema.update_parameters(self.generator)
+            self._ema_started = True
+        for averaged, live in zip(ema.module.buffers(), self.generator.buffers()):
             averaged.copy_(live)
 
     def _d_step(self, d_opt, loss: torch.Tensor) -> None:
-        d_opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        uncounted_optimizer_step(self.trainer, d_opt.optimizer)  # global_step stays one per GAN iteration
+        self._optimizer_step(d_opt, loss)
+
+    def _optimizer_step(self, opt, loss: torch.Tensor) -> None:
+        """One backward and optimizer step. `global_step` is counted per GAN iteration by
+        training_step, so no step here advances it (gan/lightning_adapter.py)."""
+        opt = getattr(opt, "optimizer", opt)  # the torch optimizer inside a LightningOptimizer
+        opt.zero_grad(set_to_none=True)
+        if self.lightning_steps:  # through the strategy and precision plugin, with their hooks
+            self.manual_backward(loss)
+            uncounted_optimizer_step(self.trainer, opt)
+        else:
+            loss.backward()
+            opt.step()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep the noise RNG so a resumed run draws what the uninterrupted run would have."""
@@ -233,6 +273,8 @@ class GAN(pl.LightningModule):
         for state, factory in zip(checkpoint.get("optimizer_states", []), (self.g_optimizer, self.d_optimizer)):
             for group in state["param_groups"]:
                 group.update({k: v for k, v in getattr(factory, "keywords", {}).items() if k in group})
+                if "capturable" in group:  # a CUDA graph run's choice; this run makes its own at train start
+                    group["capturable"] = False
         states = checkpoint.get("rng_states", {})
         if "cpu" in states:
             torch.set_rng_state(states["cpu"])

@@ -84,11 +84,13 @@ class Generator(nn.Module):
         self.in_dim = latent_dim + (label_dim if conditional else 0)
 
     def draw_noise(self, n: int, rng: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
-        """z ~ N(0, I) (`normal`) or U(-1, 1) (`uniform`, as DCGAN draws it)."""
+        """z ~ N(0, I) (`normal`) or U(-1, 1) (`uniform`, as DCGAN draws it). Without `rng`, drawn
+        on `device` by its own generator: on a GPU no host copy, and a CUDA graph can hold the draw."""
+        where = "cpu" if rng is not None or device is None else device
         if self.noise == "normal":
-            z = torch.randn(n, self.latent_dim, generator=rng)
+            z = torch.randn(n, self.latent_dim, generator=rng, device=where)
         else:
-            z = torch.rand(n, self.latent_dim, generator=rng) * 2 - 1
+            z = torch.rand(n, self.latent_dim, generator=rng, device=where) * 2 - 1
         return z.to(device, dtype)  # a no-op when both are None
 
     def input(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

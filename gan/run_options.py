@@ -19,3 +19,4 @@ class RunOptions:
     optimized_metric: str | None = None  # what a sweeper gets back
     failed_objective: float = math.inf  # what a failed job of a sweep returns
     threads: PosInt | Literal["auto"] = "auto"  # CPU threads of this job
+    iterations_per_step: PosInt | Literal["auto"] = "auto"  # GAN iterations per Lightning step (gan/iterations.py)

@@ -117,7 +117,7 @@ def references(raw: Any) -> set[str]:
 
 def plain_nodes() -> dict[str, Parameters]:
     """Nodes without a `_target_` whose keys are a function's parameters."""
-    rule = ("n_critic", "d_update", "fakes_mode", "ema_decay")
+    rule = ("n_critic", "d_update", "fakes_mode", "ema_decay", "cuda_graph")
     update_rule = Parameters({k: v for k, v in parameters(GAN).items() if k in rule})
     return {"": parameters(RunOptions), "gan": update_rule}
 

@@ -10,40 +10,36 @@ from tests.helpers import DATA_ROOT
 
 
 def take(batches: StepBatches, n: int) -> list[torch.Tensor]:
+    """The first `n` iterations' index batches, whatever the chunks they come in."""
     out = []
-    while len(out) < n:
-        out.extend(batches)  # one pass = the rest of the current epoch
-    return out[:n]
+    for chunk in batches:
+        out.extend(chunk)
+        if len(out) >= n:
+            return out[:n]
 
 
 @pytest.mark.parametrize("sampling", ["with_replacement", "epochs"])
-def test_batches_depend_only_on_seed_and_step_so_resuming_replays_them(sampling):
-    step = [0]
-    full = StepBatches(100, 8, 2, sampling, seed=3, start_step=lambda: step[0])
-    assert len(full) == 100 // 16
-    reference = []
-    for _ in range(3):  # three epochs
-        for idx in full:
-            reference.append(idx)
-            step[0] += 1
-    resumed = StepBatches(100, 8, 2, sampling, seed=3, start_step=lambda: 8)  # mid-epoch 1
-    rest_of_epoch = list(resumed)
-    assert len(rest_of_epoch) == 2 * len(full) - 8
-    assert all(torch.equal(a, b) for a, b in zip(rest_of_epoch, reference[8:]))
-    other_seed = list(StepBatches(100, 8, 2, sampling, seed=4))
+def test_batches_depend_only_on_seed_and_iteration_whatever_the_chunks(sampling):
+    reference = take(StepBatches(100, 8, 2, sampling, seed=3), 20)  # one iteration per chunk; 6 per epoch
+    uneven = StepBatches(100, 8, 2, sampling, seed=3, chunk_length=lambda t: 1 + t % 4)
+    chunks = iter(uneven)
+    assert [len(next(chunks)) for _ in range(4)] == [1, 2, 4, 4]  # starts after iterations 0, 1, 3, 7
+    assert all(torch.equal(a, b) for a, b in zip(take(uneven, 20), reference))
+    resumed = StepBatches(100, 8, 2, sampling, seed=3, start_step=lambda: 8, chunk_length=lambda t: 5)  # mid-epoch 1
+    assert all(torch.equal(a, b) for a, b in zip(take(resumed, 12), reference[8:]))
+    other_seed = take(StepBatches(100, 8, 2, sampling, seed=4), 1)
     assert not torch.equal(other_seed[0], reference[0])
     assert reference[0].shape == (2, 8) and reference[0].dtype == torch.long
 
 
 def test_epochs_sampling_visits_each_image_once_per_epoch():
-    batches = StepBatches(64, 8, 1, "epochs", seed=0)
-    seen = torch.cat([b.flatten() for b in batches])
-    assert sorted(seen.tolist()) == list(range(64))
+    batches = StepBatches(64, 8, 1, "epochs", seed=0, chunk_length=lambda t: 3)
+    epochs = torch.cat([b.flatten() for b in take(batches, 16)]).view(2, 64)
+    assert all(sorted(e.tolist()) == list(range(64)) for e in epochs) and not torch.equal(epochs[0], epochs[1])
 
 
 def test_with_replacement_draws_repeat_indices_within_an_epoch():
-    batches = StepBatches(64, 8, 1, "with_replacement", seed=0)
-    seen = torch.cat([b.flatten() for b in batches])
+    seen = torch.cat([b.flatten() for b in take(StepBatches(64, 8, 1, "with_replacement", seed=0), 8)])
     assert len(set(seen.tolist())) < 64 and seen.min() >= 0 and seen.max() < 64
 
 
@@ -53,10 +49,11 @@ def test_mnist_is_held_in_memory_scaled_like_the_seed(mnist_root):
     dm.setup("fit")
     assert dm.images.shape == (60000, 1, 28, 28) and dm.images.dtype == torch.float32
     assert dm.images.min() == -1 and dm.images.max() == 1
-    index = next(iter(dm.train_dataloader()))
-    images, labels = dm.transfer_batch_to_device(index, torch.device("cpu"), 0)
+    index = next(iter(dm.train_dataloader()))  # one iteration's: (1 iteration, 1 batch per D step, 32)
+    chunk = dm.transfer_batch_to_device(index, torch.device("cpu"), 0)
+    [(images, labels)] = list(chunk)
     assert images.shape == (1, 32, 1, 28, 28) and labels.shape == (1, 32)
-    assert torch.equal(images, dm.images[index]) and torch.equal(labels, dm.labels[index])  # each image with its digit
+    assert torch.equal(images, dm.images[index[0]]) and torch.equal(labels, dm.labels[index[0]])  # each image with its digit
     assert dm.labels.unique().tolist() == list(range(10)) and dm.num_classes == 10
 
 

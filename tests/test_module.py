@@ -16,8 +16,8 @@ from tests.helpers import make_cfg
 
 
 class FixedBatches(pl.LightningDataModule):
-    """Random 'images' in [-1, 1] and labels, shaped as the module expects: (n_critic, batch, 1, 28, 28)
-    and (n_critic, batch)."""
+    """Random 'images' in [-1, 1] and labels, in chunks of one iteration as the module expects:
+    [(images (n_critic, batch, 1, 28, 28), labels (n_critic, batch))]."""
 
     def __init__(self, n_critic: int = 1, batch: int = 8):
         super().__init__()
@@ -25,7 +25,7 @@ class FixedBatches(pl.LightningDataModule):
 
     def train_dataloader(self):
         images, labels = torch.rand(100, *self.shape) * 2 - 1, torch.randint(10, (100, *self.shape[:2]))
-        return torch.utils.data.DataLoader(list(zip(images, labels)), batch_size=None)
+        return torch.utils.data.DataLoader([[pair] for pair in zip(images, labels)], batch_size=None)
 
 
 def build(*overrides: str) -> GAN:
