@@ -1,18 +1,28 @@
-"""Framework tax: the runner's iterations/s against a hand-written loop doing the same maths.
+"""Speed: the runner's iterations/s against a hand-written loop doing the same maths.
 
-    python -m gan.bench [steps] [cpu|cuda]
+    python -m gan.bench [--device cpu|cuda] [--models seed,dcgan] [--block N] [--rounds R] [OVERRIDE ...]
+    python -m gan.bench train [OVERRIDE ...]      # the whole `python train.py OVERRIDE ...`, start-up included
 
-The runner is the full `train.py` path (datamodule, module, callbacks, TensorBoard logging every
-50 steps) minus checkpoints and sample images. A callback inside that run times each block of
-100 runner iterations, then runs 100 iterations of a plain PyTorch loop on copies of the same
-networks, optimizers and data tensor, and times those. Interleaving the two in one process makes
-the ratio hold on a machine whose speed drifts (a shared VM). Prints both rates and their ratio.
+For each model (the seed MLP, the DCGAN recipe) one runner fit cycles through blocks of
+iterations, in one process, so that a machine whose speed drifts (a shared VM) affects all
+three alike:
+  - default: the runner as `python train.py` runs it (iterations_per_step=auto, CUDA graphs on a GPU);
+  - hand:    a plain PyTorch loop of the same update (fused Adam, data as one tensor on the device),
+             on copies of the networks, run between two runner iterations;
+  - eager:   the runner as it was before iterations were chunked: one GAN iteration per Lightning
+             step, every optimizer step through Lightning, no CUDA graph.
+The runner is the full train.py path (datamodule, module, callbacks, TensorBoard logging every
+50 iterations) minus checkpoints and sample images. It prints the rates, the ratios to the
+hand loop, the FLOPs of one iteration (counted by torch) and the machine's GEMM rate, so a rate
+reads as a fraction of the hardware.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import importlib
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,31 +32,55 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch.utils.flop_counter import FlopCounterMode
 
 from gan import resolvers
 from gan.fit import fit
+from gan.module import GAN
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
+MODELS = {"seed": [], "dcgan": ["experiment=dcgan_mnist"]}
+HAND_STEP = None  # the hand loop's step, for the Interleaved callback that Hydra builds
 
 
-def plain_step(g, d, g_opt, d_opt, images: torch.Tensor, batch: int, latent: int):
-    """The Keras example's update written out in plain PyTorch: what the runner is measured against."""
-    device = images.device
-    ones, zeros = torch.ones(batch, device=device), torch.zeros(batch, device=device)
+def sync(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def hand_loop(module: GAN, images: torch.Tensor, batch: int):
+    """The update written out in plain PyTorch on copies of the module's networks and optimizers:
+    D on a real batch and on G's fakes (two steps, or one on the summed loss), then G through a
+    frozen D, with non-saturating BCE. What the runner is measured against."""
+    g, d = copy.deepcopy(module.generator), copy.deepcopy(module.discriminator)
+    g_opt, d_opt = module.g_optimizer(g.parameters()), module.d_optimizer(d.parameters())
+    device, joint, fakes_train = images.device, module.d_update == "joint", module.fakes_mode == "train"
+    ones, zeros = torch.ones(batch, 1, device=device), torch.zeros(batch, 1, device=device)
+
+    def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.view(batch, 1), target)
+
+    def d_step(loss: torch.Tensor) -> None:
+        d_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        d_opt.step()
 
     def step() -> None:
-        real = images[torch.randint(len(images), (batch,)).to(device)]
+        real = images[torch.randint(len(images), (batch,), device=device)]
         with torch.no_grad():
-            g.eval()
-            fake = g(torch.randn(batch, latent, device=device))
+            g.train(fakes_train)
+            fake = g(g.draw_noise(batch, device=device))
             g.train()
-        for x, y in ((real, ones), (fake, zeros)):
-            d_opt.zero_grad(set_to_none=True)
-            F.binary_cross_entropy_with_logits(d(x), y).backward()
-            d_opt.step()
+        if joint:
+            d_step(bce(d(real), ones) + bce(d(fake), zeros))
+        else:
+            d_step(bce(d(real), ones))
+            d_step(bce(d(fake), zeros))
         d.requires_grad_(False)
         g_opt.zero_grad(set_to_none=True)
-        F.binary_cross_entropy_with_logits(d(g(torch.randn(batch, latent, device=device))), ones).backward()
+        bce(d(g(g.draw_noise(batch, device=device))), ones).backward()
         g_opt.step()
         d.requires_grad_(True)
 
@@ -54,65 +88,126 @@ def plain_step(g, d, g_opt, d_opt, images: torch.Tensor, batch: int, latent: int
 
 
 class Interleaved(pl.Callback):
-    """Times runner blocks and plain-loop blocks alternately, after `skip` warm-up iterations."""
+    """Inside one runner fit, cycles through blocks of `block` iterations: the runner's default
+    path, the hand loop (run here, between two iterations), the runner's eager path. The eager
+    path is switched on by giving every optimizer step to Lightning, capping chunks at one
+    iteration and setting the CUDA graph aside. A runner block is timed from the end of its
+    first chunk (planned before the switch) to its end; the first block is warm-up."""
 
     result: dict[str, float] = {}
 
-    def __init__(self, skip: int = 50, block: int = 100):
-        self.skip, self.block = skip, block
-        self.runner_s = self.plain_s = 0.0
-        self.runner_steps = self.plain_steps = 0
+    def __init__(self, block: int):
+        self.every_n_steps, self.hand_step = block, HAND_STEP  # chunks end on block boundaries
+        self.mode, self.start = "default", None
+        self.done = {"default": [0, 0.0], "eager": [0, 0.0], "hand": [0, 0.0]}
+        Interleaved.result = {}
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
-        g, d = copy.deepcopy(pl_module.generator), copy.deepcopy(pl_module.discriminator)
-        g_opt, d_opt = (type(o.optimizer)(net.parameters(), **o.optimizer.defaults)
-                        for o, net in zip(pl_module.optimizers(), (g, d)))
-        images = trainer.datamodule.images.to(pl_module.device)
-        self.cuda = pl_module.device.type == "cuda"
-        self.plain = plain_step(g, d, g_opt, d_opt, images, trainer.datamodule.batch_size, pl_module.latent_dim)
-        for _ in range(self.skip):
-            self.plain()
-
-    def _sync(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
-        if trainer.global_step == self.skip:
-            self.start = self._sync()
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
-        done = trainer.global_step - self.skip
-        if done <= 0 or done % self.block:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, *args) -> None:
+        step, device, block = trainer.global_step, pl_module.device, self.every_n_steps
+        if not hasattr(self, "fast"):  # the default path's settings, as the module's on_train_start made them
+            self.fast = (pl_module.lightning_steps, trainer.datamodule.chunk_cap, pl_module.graphed)
+        if step % block:
+            if self.start is None:
+                self.start = (step, sync(device))
             return
-        now = self._sync()
-        self.runner_s += now - self.start
-        self.runner_steps += self.block
-        for _ in range(self.block):
-            self.plain()
-        self.start = self._sync()
-        self.plain_s += self.start - now
-        self.plain_steps += self.block
-        Interleaved.result = {"runner": self.runner_steps / self.runner_s, "plain": self.plain_steps / self.plain_s}
+        if step > block and self.start is not None:  # a timed runner block ends
+            begun, then = self.start
+            self.done[self.mode][0] += step - begun
+            self.done[self.mode][1] += sync(device) - then
+        if step > block and self.mode == "default":
+            then = sync(device)
+            for _ in range(block):
+                self.hand_step()
+            self.done["hand"][0] += block
+            self.done["hand"][1] += sync(device) - then
+        self.mode = "eager" if step > block and self.mode == "default" else "default"
+        lightning_steps, cap, graphed = ("bench: eager", 1, None) if self.mode == "eager" else self.fast
+        pl_module.lightning_steps, trainer.datamodule.chunk_cap, pl_module.graphed = lightning_steps, cap, graphed
+        self.start = None
+        Interleaved.result = {k: n / s for k, (n, s) in self.done.items() if s}
+        Interleaved.result["replays"] = getattr(self.fast[2], "replays", 0)
+
+
+def config(model: str, device: str, *overrides: str, run_dir: str):
+    accelerator = "gpu" if device == "cuda" else "cpu"
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("train", overrides=[*MODELS[model], f"run_dir={run_dir}", f"trainer.accelerator={accelerator}",
+                                           "eval_every=0", *overrides])
+
+
+def hand_setup(model: str, device: str, *overrides: str):
+    """The hand loop's step function, and its FLOPs per iteration (counted once)."""
+    cfg = config(model, device, *overrides, run_dir="/nonexistent")
+    torch.manual_seed(0)
+    module = GAN.from_config(cfg).to(device)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    step = hand_loop(module, datamodule.images.to(device), cfg.data.batch_size)
+    step()  # creates the optimizer state, so the count below is a steady-state iteration
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return step, counter.get_total_flops()
+
+
+def gemm_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 matrix-multiply rate (GFLOP/s) on a large square product: the ceiling."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = sync(torch.device(device))
+        a @ b
+        best = min(best, sync(torch.device(device)) - start)
+    return 2 * n**3 / best / 1e9
+
+
+def bench(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    gemm = gemm_rate(args.device)
+    print(f"device: {name}; float32 GEMM {gemm:.0f} GFLOP/s")
+    bench_module = importlib.import_module("gan.bench")  # Hydra builds the callback from gan.bench, not __main__
+    for model in args.models.split(","):
+        block = args.block or (500 if device.type == "cuda" else (100 if model == "seed" else 10))
+        bench_module.HAND_STEP, flops = hand_setup(model, args.device, *args.overrides)
+        with tempfile.TemporaryDirectory() as run_dir:
+            fit(config(model, args.device, f"trainer.max_steps={block * (1 + 2 * args.rounds)}", "~callbacks.checkpoint",
+                       "~callbacks.last", "sample_every=1000000", "callbacks.progress_bar.refresh_rate=0",
+                       "+callbacks.bench._target_=gan.bench.Interleaved", f"+callbacks.bench.block={block}", *args.overrides,
+                       run_dir=run_dir))
+        rates = bench_module.Interleaved.result
+        print(f"\n{model}: {flops / 1e9:.3f} GFLOP per iteration; {args.rounds} rounds of {block}-iteration blocks")
+        for k in ("hand", "eager", "default"):
+            print(f"  {k:8s} {rates[k]:9.1f} it/s  {rates[k] * flops / 1e9:7.1f} GFLOP/s  {rates[k] / rates['hand']:6.3f}x hand")
+        replays = f"; CUDA graph replays: {rates['replays']}" if rates["replays"] else ""
+        print(f"  default / eager: {rates['default'] / rates['eager']:.3f}; "
+              f"GEMM limit / default: {gemm / (rates['default'] * flops / 1e9):.2f}x{replays}")
+
+
+def train_py(overrides: list[str]) -> None:
+    """Wall time of `python train.py OVERRIDES`, start-up, evaluation and writing included."""
+    with tempfile.TemporaryDirectory() as cwd:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, str(Path(CONF).parent / "train.py"), *overrides,
+                               "callbacks.progress_bar.refresh_rate=0"], cwd=cwd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"train.py failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    print(f"python train.py {' '.join(overrides)}: {wall:.1f} s wall, start-up and writing included")
 
 
 def main() -> None:
-    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    device = sys.argv[2] if len(sys.argv) > 2 else ("cuda" if torch.cuda.is_available() else "cpu")
+    if sys.argv[1:2] == ["train"]:
+        return train_py(sys.argv[2:])
+    parser = argparse.ArgumentParser(prog="python -m gan.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    parser.add_argument("--models", default="seed,dcgan", help="comma-separated: seed, dcgan")
+    parser.add_argument("--block", type=int, default=0, help="iterations per block (0: 500 on CUDA; 100 seed, 10 DCGAN on CPU)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of (default, hand, eager) blocks, after one warm-up block")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every model, e.g. data.batch_size=64")
     resolvers.register()
-    with tempfile.TemporaryDirectory() as run_dir, initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        fit(compose("train", overrides=[
-            f"run_dir={run_dir}", f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
-            f"trainer.max_steps={50 + steps}", "~callbacks.checkpoint", "~callbacks.last", "~callbacks.samples",
-            "callbacks.progress_bar.refresh_rate=0", "+callbacks.bench._target_=gan.bench.Interleaved",
-        ]))
-    result = importlib.import_module("gan.bench").Interleaved.result  # Hydra built it from gan.bench, not __main__
-    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; {steps} GAN iterations each, interleaved in blocks of 100")
-    print(f"hand-written loop: {result['plain']:8.1f} it/s")
-    print(f"gan runner:        {result['runner']:8.1f} it/s")
-    print(f"runner / hand:     {result['runner'] / result['plain']:8.3f}")
+    bench(parser.parse_args())
 
 
 if __name__ == "__main__":

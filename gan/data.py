@@ -173,12 +173,12 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None:  # outside a Trainer: one iteration per step, from the start
             return StepBatches(len(self.images), self.batch_size, self.batches_per_step, self.sampling, self.seed)
-        cap = iterations_per_step(self.iterations_per_step, trainer.strategy.root_device)
+        self.chunk_cap = iterations_per_step(self.iterations_per_step, trainer.strategy.root_device)
         intervals = event_intervals(trainer)
         return StepBatches(
             len(self.images), self.batch_size, self.batches_per_step, self.sampling, self.seed,
             start_step=lambda: trainer.global_step,
-            chunk_length=lambda t: chunk_length(t, cap, intervals, trainer.max_steps),
+            chunk_length=lambda t: chunk_length(t, self.chunk_cap, intervals, trainer.max_steps),
         )
 
     def transfer_batch_to_device(self, batch: torch.Tensor, device: torch.device, dataloader_idx: int) -> Chunk:
