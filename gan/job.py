@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import signal
 import time
 import traceback
@@ -24,21 +23,14 @@ from gan.errors import UserError
 from gan.fit import fit, objective
 from gan.signals import STOP
 from gan.status import write_status
+from gan.threads import auto_threads, registered
 
 log = logging.getLogger(__name__)
 
 
-def threads(cfg: DictConfig) -> int | None:
-    """`threads=auto`: the cores shared out among the launcher's parallel jobs (joblib's n_jobs),
-    so that N jobs on one machine do not fight over the same cores; else torch's default."""
-    if cfg.threads != "auto":
-        return cfg.threads
-    n_jobs = HydraConfig.get().launcher.get("n_jobs") if HydraConfig.initialized() else None
-    if not n_jobs or n_jobs == 1:
-        return None
-    cores = os.cpu_count() or 1
-    parallel = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 is all cores
-    return max(1, cores // parallel)
+def threads(cfg: DictConfig) -> int:
+    """`threads=auto`: this machine's cores shared among the runs alive on it (gan/threads.py)."""
+    return auto_threads() if cfg.threads == "auto" else cfg.threads
 
 
 def in_sweep() -> bool:
@@ -53,9 +45,12 @@ def run(cfg: DictConfig) -> float | None:
     """fit(cfg) and its objective, with status.json (running, completed, stopped early by a
     callback such as the health monitor, diverged, failed, interrupted) written before and after.
     A signal ends the job as gan/signals.py says: `interrupted` and exit code 128 + its number."""
-    n = threads(cfg)
-    if n:
-        torch.set_num_threads(n)
+    with registered():
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> float | None:
+    torch.set_num_threads(threads(cfg))
     start = time.time()
     common = {"started": start, "threads": torch.get_num_threads()}
     write_status(cfg.run_dir, status="running", **common)

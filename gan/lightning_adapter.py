@@ -1,4 +1,4 @@
-"""Every use of Lightning internals in one place.
+"""Every use of Lightning internals (and one of torch's) in one place.
 
 The runner needs a few things Lightning has no public API for. Each is wrapped here and pinned
 by a test in tests/test_lightning_adapter.py (the Checkpoint fixes by
@@ -143,3 +143,11 @@ def lightning_steps_reason(trainer: pl.Trainer) -> str | None:
     if users := step_hook_users(trainer):
         return f"{', '.join(users)} hook into each backward or optimizer step"
     return None
+
+
+def skip_graph_capture_check(optimizer: torch.optim.Optimizer) -> None:
+    """torch's optimizers ask, at every step, whether a CUDA graph is being captured; without a
+    CUDA driver that asks NVML (Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1), which loads
+    libnvidia-ml each time: ~40 us a step, 3 steps an iteration. An optimizer whose parameters
+    are on the CPU is never inside a capture, so it skips the question."""
+    optimizer._accelerator_graph_capture_health_check = lambda: None

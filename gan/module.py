@@ -32,7 +32,13 @@ from gan.building import build, network_optimizer
 from gan.constraints import OpenFraction, PosInt
 from gan.cuda_graphs import GraphedIterations
 from gan.data import Chunk
-from gan.lightning_adapter import count_iteration, lightning_steps_reason, sync_logging_step, uncounted_optimizer_step
+from gan.lightning_adapter import (
+    count_iteration,
+    lightning_steps_reason,
+    skip_graph_capture_check,
+    sync_logging_step,
+    uncounted_optimizer_step,
+)
 from gan.losses import Loss, NonSaturating, gradient_penalty, r1_penalty
 
 D_UPDATES = ("two_steps", "joint")
@@ -154,6 +160,9 @@ class GAN(pl.LightningModule):
         Lightning hooks), unless something needs each step to go through Lightning; on a CUDA
         device, replayed from a CUDA graph where capture can work (gan/cuda_graphs.py)."""
         self.lightning_steps = lightning_steps_reason(self.trainer)
+        if self.device.type == "cpu":
+            for opt in self.optimizers():
+                skip_graph_capture_check(opt.optimizer)
         self.graphed = GraphedIterations.for_module(self) if self.cuda_graph else None
 
     def training_step(self, chunk: Chunk) -> None:

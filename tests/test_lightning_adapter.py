@@ -10,7 +10,17 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import scalar
 
 from gan.callbacks import Checkpoint
-from gan.lightning_adapter import checkpoint_state_key, publish_metrics, tensorboard_writer, uncounted_optimizer_step
+from gan.lightning_adapter import (
+    checkpoint_every_n_steps,
+    checkpoint_state_key,
+    count_iteration,
+    lightning_steps_reason,
+    publish_metrics,
+    skip_graph_capture_check,
+    sync_logging_step,
+    tensorboard_writer,
+    uncounted_optimizer_step,
+)
 from tests.helpers import events
 from tests.test_module import FixedBatches, build
 
@@ -55,3 +65,43 @@ def test_an_uncounted_optimizer_step_updates_without_advancing_global_step():
     uncounted_optimizer_step(trainer, d_opt.optimizer)
     assert trainer.global_step == 1
     assert any(not torch.equal(a, p) for a, p in zip(before, module.discriminator.parameters()))
+
+
+def test_counted_iterations_advance_global_step_and_the_logging_count_follows(tmp_path):
+    module = build()
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False)
+    trainer.fit(module, datamodule=FixedBatches())
+    for _ in range(5):
+        count_iteration(trainer)
+    assert trainer.global_step == 6
+    sync_logging_step(trainer)
+    assert trainer.fit_loop.epoch_loop._batches_that_stepped + 1 == trainer.global_step  # what Lightning logs at
+    assert checkpoint_every_n_steps(Checkpoint("c", dirpath=str(tmp_path), every_n_train_steps=7)) == 7
+    assert checkpoint_every_n_steps(pl.Callback()) is None
+
+
+class GradientWatcher(pl.Callback):
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        pass
+
+
+def test_steps_go_through_lightning_only_when_a_hook_or_a_scaler_needs_them():
+    def reason(**kwargs):
+        trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, enable_checkpointing=False, **kwargs)
+        trainer.fit(build(), datamodule=FixedBatches())
+        return lightning_steps_reason(trainer)
+
+    assert reason() is None
+    assert reason(callbacks=[GradientWatcher()]) == "GradientWatcher hook into each backward or optimizer step"
+
+
+def test_a_cpu_optimizer_can_skip_the_graph_capture_check():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([p], fused=True)
+    assert callable(opt._accelerator_graph_capture_health_check)  # the torch method this replaces
+    skip_graph_capture_check(opt)
+    p.grad = torch.ones(3)
+    opt.step()
+    assert torch.all(p < 1)
