@@ -61,6 +61,22 @@ def test_precision_and_recall_on_point_clouds():
     assert precision_recall(real, far) == (0.0, 0.0)
 
 
+def test_precision_and_recall_are_the_definition_on_the_full_distance_matrix():
+    rng = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(700, 5, generator=rng), torch.randn(600, 5, generator=rng) * 1.3 + 0.2
+    k = 3
+
+    def radii(x):  # k-th nearest other point: index k after sorting (index 0 is the point itself)
+        return torch.cdist(x, x).sort(dim=1).values[:, k]
+
+    d = torch.cdist(fake, real)
+    precision = (d <= radii(real)[None, :]).any(dim=1).float().mean().item()
+    recall = (d <= radii(fake)[:, None]).any(dim=0).float().mean().item()
+    assert 0.1 < precision < 1 and 0.1 < recall < 1  # a case where both can be wrong
+    assert precision_recall(real, fake, k, chunk=256) == pytest.approx((precision, recall), abs=2e-3)
+    assert precision_recall(real, fake, k, real_radii=radii(real), chunk=256) == precision_recall(real, fake, k, chunk=256)
+
+
 def test_mode_coverage_counts_classes_with_a_quarter_of_their_share():
     labels = torch.tensor([0] * 50 + [1] * 45 + [2] * 4 + [3] * 1)  # 4 classes, fair share 25 each
     histogram, covered, kl = mode_coverage(torch.nn.functional.one_hot(labels, 4).float())
@@ -121,6 +137,17 @@ def test_one_repeated_digit_covers_one_mode_and_no_recall(mnist_features):
     result = score(mnist_features["test"], mnist_features["net"].features(one.repeat(2000, 1, 1, 1)))
     assert result["modes_covered"] == 1 and result["recall"] < 0.01
     assert result["kl_uniform"] == pytest.approx(math.log(10), rel=1e-6)
+
+
+def test_the_test_splits_features_are_computed_once_per_dataset_and_then_read(mnist_classifier, mnist_root, monkeypatch):
+    from gan.data import MNISTDataModule
+    from gan.metrics.evaluator import Evaluator
+
+    first = Evaluator(MNISTDataModule(root=mnist_root), n=100)
+    assert {"conv", "hidden", "logits", "radii_k3"} <= set(first.real)
+    monkeypatch.setattr(Evaluator, "features", lambda *a: pytest.fail("the test split was extracted again"))
+    second = Evaluator(MNISTDataModule(root=mnist_root), n=100)
+    assert all(torch.equal(first.real[key], second.real[key]) for key in first.real)
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from gan.metrics.extractor import classifier_for
+from gan.metrics.extractor import cache_dir, classifier_for, datamodule_key
 from gan.metrics.inception import InceptionFeatures
-from gan.metrics.scores import score
+from gan.metrics.scores import kth_neighbour_distance, score
 from gan.sampling import generate
 
 
 class Evaluator:
     """Holds the classifier and the test split's features, so each evaluation only extracts
     the generated samples. `n` samples from a fixed noise (`seed`): two evaluations of one
-    generator agree exactly."""
+    generator agree exactly. The test split's features and k-NN radii are computed once per
+    dataset (its content), feature network and k, and read from the cache after that; an
+    evaluation runs the feature network and precision/recall on the generator's device."""
 
     def __init__(self, datamodule, n: int = 10_000, k: int = 3, seed: int = 0,
                  features: str = "classifier", inception_weights: str | None = None):
@@ -23,11 +29,24 @@ class Evaluator:
         self.inception = InceptionFeatures(inception_weights) if features == "inception" else None
         self.net, self.accuracy = classifier_for(datamodule)  # mode coverage needs the dataset's classes either way
         self.datamodule, self.n, self.k, self.seed = datamodule, n, k, seed
-        test_images, _ = datamodule.split(train=False)
-        self.real = self.features(test_images)
+        self.key = datamodule_key(datamodule) + ("" if self.inception is None else f"-inception-{Path(inception_weights).name}")
+        self.real = self.reference(datamodule.split(train=False)[0])
 
-    def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        own = self.net.features(images)
+    def reference(self, test_images: torch.Tensor) -> dict[str, torch.Tensor]:
+        digest = hashlib.sha256(test_images.numpy().tobytes()).hexdigest()[:16]
+        path = cache_dir() / f"{self.key}-test-{digest}-k{self.k}.pt"
+        if path.exists():
+            return torch.load(path, map_location="cpu", weights_only=True)
+        real = self.features(test_images)
+        real[f"radii_k{self.k}"] = kth_neighbour_distance(real["conv"], self.k)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(real, tmp)
+        tmp.replace(path)  # atomic: a half-written file is never read as the cache
+        return real
+
+    def features(self, images: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        own = self.net.to(device).features(images)
         if self.inception is None:
             return own
         return {**self.inception.features(images), "class_logits": own["class_logits"]}
@@ -35,9 +54,10 @@ class Evaluator:
     def __call__(self, generator: nn.Module) -> dict[str, float]:
         """Conditional generators are scored on the classes in equal shares."""
         was_training = generator.training
+        device = next(generator.parameters()).device
         samples = generate(generator.eval(), self.n, self.seed)
         generator.train(was_training)
-        return score(self.real, self.features(samples), self.k)
+        return score(self.real, self.features(samples, device), self.k, device)
 
     def floor(self) -> dict[str, float]:
         """The same metrics for n real training images against the test split: what perfect reads."""

@@ -103,6 +103,11 @@ def accuracy(net: Classifier, images: torch.Tensor, labels: torch.Tensor) -> flo
     return (net.features(images)["logits"].argmax(1) == labels).float().mean().item()
 
 
+def datamodule_key(datamodule, recipe: Recipe = Recipe()) -> str:
+    """The cache key of a datamodule's classifier (and of what is cached beside it)."""
+    return cache_key(datamodule.dataset_class.__name__, datamodule.image_shape, datamodule.num_classes, recipe)
+
+
 def classifier_for(datamodule, recipe: Recipe = Recipe()) -> tuple[Classifier, float]:
     """The feature classifier of a labelled datamodule (gan/data.py), trained on its training split."""
     return load_or_train(datamodule.dataset_class.__name__, datamodule.split(train=True),

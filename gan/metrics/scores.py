@@ -57,17 +57,23 @@ def kth_neighbour_distance(points: torch.Tensor, k: int, chunk: int = 1000) -> t
     return torch.cat([torch.cdist(part, points).topk(k + 1, largest=False).values[:, k] for part in points.split(chunk)])
 
 
-def inside_any_ball(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
-    return torch.cat([(torch.cdist(part, centres) <= radii).any(dim=1) for part in queries.split(chunk)])
-
-
-def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, real_radii: torch.Tensor | None = None,
+                     chunk: int = 1000) -> tuple[float, float]:
     """Precision: share of fakes inside some real sample's k-NN ball (are fakes realistic?).
-    Recall: share of reals inside some fake sample's k-NN ball (is the data covered?)."""
+    Recall: share of reals inside some fake sample's k-NN ball (is the data covered?).
+    Both read one fake-to-real distance matrix, a chunk of rows at a time; `real_radii` (the
+    reals' k-NN distances, the same at every evaluation) may come precomputed. Runs on the
+    device the features are on."""
     real, fake = real.float(), fake.float()
-    precision = inside_any_ball(fake, real, kth_neighbour_distance(real, k)).float().mean().item()
-    recall = inside_any_ball(real, fake, kth_neighbour_distance(fake, k)).float().mean().item()
-    return precision, recall
+    real_radii = kth_neighbour_distance(real, k) if real_radii is None else real_radii.to(real.device)
+    fake_radii = kth_neighbour_distance(fake, k)
+    fake_inside = torch.zeros(len(fake), dtype=torch.bool, device=fake.device)
+    real_inside = torch.zeros(len(real), dtype=torch.bool, device=real.device)
+    for start in range(0, len(fake), chunk):
+        distances = torch.cdist(fake[start : start + chunk], real)
+        fake_inside[start : start + chunk] = (distances <= real_radii).any(dim=1)
+        real_inside |= (distances <= fake_radii[start : start + chunk, None]).any(dim=0)
+    return fake_inside.float().mean().item(), real_inside.float().mean().item()
 
 
 def mode_coverage(logits: torch.Tensor) -> tuple[torch.Tensor, int, float]:
@@ -81,10 +87,14 @@ def mode_coverage(logits: torch.Tensor) -> tuple[torch.Tensor, int, float]:
     return histogram, covered, kl
 
 
-def score(real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor], k: int = 3) -> dict[str, float]:
+def score(real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor], k: int = 3,
+          device: torch.device | str = "cpu") -> dict[str, float]:
     """Every metric between two feature sets: `hidden` for FID and KID, `conv` for precision and
-    recall, `logits` for IS, and `class_logits` (the dataset classifier's) for mode coverage."""
-    precision, recall = precision_recall(real["conv"], fake["conv"], k)
+    recall, `logits` for IS, and `class_logits` (the dataset classifier's) for mode coverage.
+    `real` may hold `radii_k<k>`, its k-NN distances (Evaluator keeps them); precision and
+    recall, the costly part, run on `device`."""
+    radii = real.get(f"radii_k{k}")
+    precision, recall = precision_recall(real["conv"].to(device), fake["conv"].to(device), k, radii)
     _, covered, kl = mode_coverage(fake["class_logits"])
     return {
         "fid": fid(real["hidden"], fake["hidden"]),
