@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gan import resolvers
 from gan.fit import fit
+from gan.lightning_adapter import skip_graph_capture_check
 from gan.module import GAN
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -56,6 +57,9 @@ def hand_loop(module: GAN, images: torch.Tensor, batch: int):
     frozen D, with non-saturating BCE. What the runner is measured against."""
     g, d = copy.deepcopy(module.generator), copy.deepcopy(module.discriminator)
     g_opt, d_opt = module.g_optimizer(g.parameters()), module.d_optimizer(d.parameters())
+    if images.device.type == "cpu":  # as in a script without Lightning, whose import makes each step ask NVML
+        skip_graph_capture_check(g_opt)
+        skip_graph_capture_check(d_opt)
     device, joint, fakes_train = images.device, module.d_update == "joint", module.fakes_mode == "train"
     ones, zeros = torch.ones(batch, 1, device=device), torch.zeros(batch, 1, device=device)
 
@@ -88,44 +92,49 @@ def hand_loop(module: GAN, images: torch.Tensor, batch: int):
 
 
 class Interleaved(pl.Callback):
-    """Inside one runner fit, cycles through blocks of `block` iterations: the runner's default
-    path, the hand loop (run here, between two iterations), the runner's eager path. The eager
-    path is switched on by giving every optimizer step to Lightning, capping chunks at one
-    iteration and setting the CUDA graph aside. A runner block is timed from the end of its
-    first chunk (planned before the switch) to its end; the first block is warm-up."""
+    """Inside one runner fit, blocks of `block` iterations take turns: after a warm-up block, the
+    runner's default path, the hand loop (run here, between two iterations), the runner's eager
+    path, and again. The eager path gives every optimizer step to Lightning, sets the CUDA graph
+    aside and plans one iteration per step (the datamodule's `cap_at`, which plans ahead)."""
 
     result: dict[str, float] = {}
 
     def __init__(self, block: int):
         self.every_n_steps, self.hand_step = block, HAND_STEP  # chunks end on block boundaries
-        self.mode, self.start = "default", None
         self.done = {"default": [0, 0.0], "eager": [0, 0.0], "hand": [0, 0.0]}
+        self.start: float | None = None
         Interleaved.result = {}
+
+    def mode(self, step: int) -> str:
+        """The path that runs the block starting after iteration `step`."""
+        b = step // self.every_n_steps
+        return "eager" if b and b % 2 == 0 else "default"
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        datamodule, default_cap = trainer.datamodule, trainer.datamodule.chunk_cap
+        datamodule.cap_at = lambda step: 1 if self.mode(step) == "eager" else default_cap
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, *args) -> None:
         step, device, block = trainer.global_step, pl_module.device, self.every_n_steps
         if not hasattr(self, "fast"):  # the default path's settings, as the module's on_train_start made them
-            self.fast = (pl_module.lightning_steps, trainer.datamodule.chunk_cap, pl_module.graphed)
+            self.fast = (pl_module.lightning_steps, pl_module.graphed)
         if step % block:
-            if self.start is None:
-                self.start = (step, sync(device))
             return
-        if step > block and self.start is not None:  # a timed runner block ends
-            begun, then = self.start
-            self.done[self.mode][0] += step - begun
-            self.done[self.mode][1] += sync(device) - then
-        if step > block and self.mode == "default":
-            then = sync(device)
-            for _ in range(block):
-                self.hand_step()
-            self.done["hand"][0] += block
-            self.done["hand"][1] += sync(device) - then
-        self.mode = "eager" if step > block and self.mode == "default" else "default"
-        lightning_steps, cap, graphed = ("bench: eager", 1, None) if self.mode == "eager" else self.fast
-        pl_module.lightning_steps, trainer.datamodule.chunk_cap, pl_module.graphed = lightning_steps, cap, graphed
-        self.start = None
+        if self.start is not None:  # a timed runner block ends
+            ended = self.mode(step - 1)
+            self.done[ended][0] += block
+            self.done[ended][1] += sync(device) - self.start
+            if ended == "default":
+                then = sync(device)
+                for _ in range(block):
+                    self.hand_step()
+                self.done["hand"][0] += block
+                self.done["hand"][1] += sync(device) - then
+        eager = self.mode(step) == "eager"
+        pl_module.lightning_steps, pl_module.graphed = ("bench: eager", None) if eager else self.fast
+        self.start = sync(device)
         Interleaved.result = {k: n / s for k, (n, s) in self.done.items() if s}
-        Interleaved.result["replays"] = getattr(self.fast[2], "replays", 0)
+        Interleaved.result["replays"] = getattr(self.fast[1], "replays", 0)
 
 
 def config(model: str, device: str, *overrides: str, run_dir: str):

@@ -178,8 +178,12 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
         return StepBatches(
             len(self.images), self.batch_size, self.batches_per_step, self.sampling, self.seed,
             start_step=lambda: trainer.global_step,
-            chunk_length=lambda t: chunk_length(t, self.chunk_cap, intervals, trainer.max_steps),
+            chunk_length=lambda t: chunk_length(t, self.cap_at(t), intervals, trainer.max_steps),
         )
+
+    def cap_at(self, step: int) -> int:
+        """The longest chunk that may start after iteration `step` (gan.bench varies it by block)."""
+        return self.chunk_cap
 
     def transfer_batch_to_device(self, batch: torch.Tensor, device: torch.device, dataloader_idx: int) -> Chunk:
         """Index table -> the chunk of real batches it names, on `device`."""

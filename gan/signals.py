@@ -1,6 +1,7 @@
 """SIGINT (Ctrl-C) and SIGTERM (what SLURM and Kubernetes send) end a run cleanly.
 
-The iteration in progress finishes, training stops as it does at max_steps (so last.ckpt holds
+The training step in progress finishes (its chunk of at most `iterations_per_step` GAN
+iterations, a fraction of a second), training stops as it does at max_steps (so last.ckpt holds
 that iteration and a resume from it is exact), status.json says `interrupted` with the signal,
 and the process exits with 128 + the signal's number (130, 143), as shells expect. A second
 Ctrl-C stops at once (on_exception.ckpt then holds the state mid-iteration). Before training
@@ -35,7 +36,7 @@ class StopRequest:
         self.signum = self.signum or signum
         if not self.training or (again and signum == signal.SIGINT):
             raise KeyboardInterrupt
-        log.warning("%s received: finishing this iteration, then saving last.ckpt and stopping "
+        log.warning("%s received: finishing this step's iterations, then saving last.ckpt and stopping "
                     "(Ctrl-C again to stop at once).", signal.Signals(signum).name)
 
     def install(self) -> None:

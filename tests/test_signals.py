@@ -34,7 +34,7 @@ def test_a_signal_mid_run_stops_cleanly_and_a_resume_matches_the_uninterrupted_r
     proc.send_signal(sig)
     output = proc.communicate(timeout=180)[0]
     assert proc.returncode == code, output[-3000:]
-    assert f"{sig.name} received: finishing this iteration" in output and "Traceback" not in output
+    assert f"{sig.name} received: finishing this step" in output and "Traceback" not in output
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "interrupted" and status["signal"] == sig.name
     stopped_at = status["metrics"]["global_step"]
