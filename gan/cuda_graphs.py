@@ -96,10 +96,11 @@ class GraphedIterations:
         return None
 
     def run(self, chunk) -> tuple:
+        # Settings change between steps (a callback, a scheduler, a resume), so check once per chunk.
+        if self.replay is not None and optimizer_settings(self.module) != self.settings:
+            log.info("Optimizer settings changed at iteration %d: capturing the iteration again.", self.module.global_step)
+            self.replay = None
         for reals, labels in chunk:
-            if self.replay is not None and optimizer_settings(self.module) != self.settings:
-                log.info("Optimizer settings changed at iteration %d: capturing the iteration again.", self.module.global_step)
-                self.replay = None
             if self.replay is None and not self.failed and self.eager_iterations >= self.warmup:
                 self._capture(reals, labels)
             if self.replay is None:
@@ -113,7 +114,8 @@ class GraphedIterations:
         return outputs
 
     def _eager(self, reals: torch.Tensor, labels: torch.Tensor) -> tuple:
-        """A warm-up iteration, on a side stream as capture requires of the work before it."""
+        """An eager iteration (a warm-up one, or any after a failed capture), on a side stream as
+        capture requires of the work before it."""
         self.eager_iterations += 1
         if self.stream is None:
             return self.module.iteration(reals, labels)

@@ -1,4 +1,4 @@
-"""Score a checkpoint: `python -m gan.evaluate ckpt=<checkpoint or run folder> [best=true] [n=10000] [k=3] [seed=0] [ema=true]`.
+"""Score a checkpoint (or a run folder's last one) against the dataset's test split.
 
 Prints a table of the metrics and of the real-data floor (the training split against the test
 split), then one line of JSON with the keys fid, kid, is, precision, recall, modes_covered,

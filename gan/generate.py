@@ -1,5 +1,4 @@
-"""Write samples: `python -m gan.generate ckpt=<checkpoint or run folder> [best=true] [n=64] [out=samples.png|.npy] [seed=0]
-[label=3] [ema=true]`.
+"""Write samples of a checkpoint's (or a run folder's last checkpoint's) generator.
 
 `out` ending in .png writes a grid (sqrt(n) per row); ending in .npy writes the n samples as
 float32 in [-1, 1], shaped n x C x H x W. A conditional generator draws class `label`, or
@@ -29,7 +28,7 @@ class Args:
     out: str = "samples.png"  # .png: a grid; .npy: the raw samples
     best: bool = False  # with a run folder: its best-FID checkpoint instead of last.ckpt
     seed: int = 0  # the noise: same seed, same samples
-    label: Optional[int] = None  # conditional runs: the class to draw (default: all classes in turn)
+    label: Optional[int] = None  # conditional runs: the class to draw (null: every class in turn)
     ema: bool = True  # a run with gan.ema_decay: the weight average (false: the trained generator)
 
 

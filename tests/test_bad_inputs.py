@@ -1,16 +1,19 @@
 """Bad input to the commands, as a user types it: each is one paragraph naming the key or file
 and what to do, and a non-zero exit, never a traceback. (train.py's config errors are in
-tests/test_config.py, bad checkpoints and folders in tests/test_train.py.)"""
+tests/test_config.py, bad checkpoints and folders in tests/test_train.py.) And the help they print."""
 
 from __future__ import annotations
 
+import importlib
+import subprocess
 import sys
+from dataclasses import fields
 
 import pytest
 
 from gan import evaluate, generate, report
 from gan.fit import fit
-from tests.helpers import make_cfg, quick
+from tests.helpers import ROOT, make_cfg, quick
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +82,17 @@ def test_report_of_a_folder_without_jobs_or_that_does_not_exist(tmp_path, monkey
     for folder in (tmp_path, tmp_path / "nope"):
         message = command_error(report.main, [str(folder)], monkeypatch, capsys)
         assert f"{folder}: no sweep jobs there" in message
+
+
+@pytest.mark.parametrize("command, flag", [("gan.evaluate", "--help"), ("gan.generate", "-h")])
+def test_the_small_commands_print_every_option_with_its_meaning_and_default(command, flag):
+    done = subprocess.run([sys.executable, "-m", command, flag], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    usage = lines[0]
+    assert usage.startswith(f"usage: python -m {command} ckpt=<ckpt> [")
+    for field in fields(importlib.import_module(command).Args):
+        assert f"{field.name}=" in usage
+        [row] = [line for line in lines if line.startswith(f"  {field.name} ")]
+        assert len(row.split()) > 2  # the option, its meaning ...
+        assert field.name == "ckpt" or "(default: " in row  # ... and its default
