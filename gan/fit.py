@@ -34,6 +34,11 @@ QUIET_NOTICES = (
 )
 for message in QUIET_NOTICES:
     warnings.filterwarnings("ignore", message=message)
+# Lightning's start-up lines that say nothing about this run: which accelerators exist (the run
+# folder's config says which one it uses) and an advertisement.
+QUIET_LINES = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:")
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith(QUIET_LINES))
 
 
 def check_optimizers(cfg: DictConfig) -> None:
@@ -54,6 +59,12 @@ def objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
                         f"value (trainer.max_steps={cfg.trainer.max_steps}, eval_every={cfg.eval_every}, "
                         f"trainer.log_every_n_steps={cfg.trainer.log_every_n_steps}).")
     return metrics[cfg.optimized_metric]
+
+
+def size(net: torch.nn.Module) -> str:
+    """`MLPGenerator (1.49 M parameters)`: what Lightning's summary table says that matters
+    (its FLOPs column reads 0 without an example input, so the table is off)."""
+    return f"{type(net).__name__} ({sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters)"
 
 
 def metric_tags(cfg: DictConfig) -> tuple[str, ...]:
@@ -87,6 +98,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     log_run_config(loggers, cfg, tags)
 
     log.info("Run folder: %s", cfg.run_dir)
+    log.info("Networks: G %s, D %s", size(module.generator), size(module.discriminator))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)  # never unpickle code
     # The last logged scalars, and how far training got (less than max_steps when a callback stopped it).
     return {**{k: v.item() for k, v in trainer.callback_metrics.items()}, "global_step": trainer.global_step}

@@ -23,6 +23,7 @@ from gan.errors import UserError
 from gan.fit import fit, objective
 from gan.signals import STOP
 from gan.status import write_status
+from gan.summary import ending
 from gan.threads import auto_threads, registered
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,9 @@ def _run(cfg: DictConfig) -> float | None:
     if status == "diverged" and in_sweep():
         log.error("This job diverged (non-finite losses); the sweep gets objective %s.", cfg.failed_objective)
         value = cfg.failed_objective
-    write_status(cfg.run_dir, status=status, ended=time.time(), objective=value, metrics=metrics, **common)
+    ended = time.time()
+    write_status(cfg.run_dir, status=status, ended=ended, objective=value, metrics=metrics, **common)
+    log.info(ending(cfg.run_dir, status, metrics, ended - start))
     if status == "diverged" and not in_sweep():
         raise UserError(f"Training diverged: a loss became NaN or infinite by iteration {metrics['global_step']} "
                         f"(status.json: diverged). No checkpoint was written with non-finite weights; the newest "

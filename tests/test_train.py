@@ -119,6 +119,11 @@ def test_cli_runs_land_in_their_own_folders_and_never_write_into_another(mnist_r
         assert {"checkpoints", "images", ".hydra", "train.log"} <= {p.name for p in run.iterdir()}
         assert list(run.glob("events.out.tfevents.*"))
     assert {yaml.safe_load((r / ".hydra" / "config.yaml").read_text())["seed"] for r in runs} == {42, 7}
+    console = first.stdout + first.stderr  # what a person sees: no noise, and an ending that says where to look
+    assert not any(noise in console for noise in ("GPU available", "TPU available", "💡 Tip", "FLOPs"))
+    assert "Networks: G MLPGenerator (1.49 M parameters)" in console
+    assert "Run completed at iteration 20" in console and "last logged:     d_loss " in console
+    assert f"look at them:    tensorboard --logdir {runs[0]}" in console
 
     before = {p: p.read_bytes() for p in runs[0].rglob("*") if p.is_file()}
     again = run_cli("debug=fast", "trainer=cpu", "seed=3", "trainer.max_steps=25", f"ckpt_path={runs[0]}",
@@ -303,3 +308,15 @@ def test_a_resume_applies_new_optimizer_values_and_refuses_another_model(short_r
     with pytest.raises(UserError, match=r"changes them: .*model.latent_dim=64 \(the checkpoint has 100\)"):
         fit(make_cfg(*quick("model.latent_dim=64", f"ckpt_path={run_dir}"), run_dir=tmp_path / "b"))
     assert not (tmp_path / "b" / "checkpoints").exists()
+
+
+def test_the_ending_gives_scores_with_their_direction_and_the_best_checkpoint(tmp_path):
+    from gan.summary import ending
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "best_fid.ckpt").touch()
+    text = ending(str(tmp_path), "completed", {"global_step": 30000, "train/d_loss": 0.615, "metrics/fid": 58.31,
+                                                "metrics/is": 8.12, "metrics/recall": float("nan")}, 573.2)
+    assert text.startswith("Run completed at iteration 30000 after 9 min 33 s.")
+    assert "fid 58.31 ↓, is 8.12 ↑" in text and "recall" not in text  # a score that is not a number is left out
+    assert f"best checkpoint: {tmp_path / 'checkpoints' / 'best_fid.ckpt'}" in text
