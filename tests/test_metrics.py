@@ -244,3 +244,16 @@ def test_inception_features_from_a_local_weights_file(mnist_features, tmp_path, 
     result = score(real, fake)
     assert all(math.isfinite(result[key]) for key in ("fid", "kid", "is", "precision", "recall", "kl_uniform"))
     assert score(real, real)["fid"] == pytest.approx(0, abs=1e-3)
+
+
+def test_scoring_raises_no_warnings_that_do_not_concern_the_user():
+    import warnings
+
+    rng = torch.Generator().manual_seed(0)
+    features = {"conv": torch.randn(300, 8, generator=rng), "hidden": torch.randn(300, 4, generator=rng),
+                "logits": torch.randn(300, 10, generator=rng)}
+    features["class_logits"] = features["logits"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        score(features, {k: v + 0.1 for k, v in features.items()})
+    assert not [str(w.message) for w in caught if "torchmetrics" in w.filename or "Metric" in str(w.message)]

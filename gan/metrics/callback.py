@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 
 from gan.constraints import Count, NonNegInt, PosInt
 from gan.lightning_adapter import publish_metrics
-from gan.metrics import METRICS
+from gan.metrics import BETTER, METRICS
 from gan.metrics.evaluator import Evaluator
 from gan.metrics.inception import InceptionFeatures
 
@@ -36,9 +36,11 @@ class EvaluateMetrics(pl.Callback):
         step = trainer.global_step
         if not self.every_n_steps or step % self.every_n_steps:
             return
-        result = self.evaluator(pl_module.eval_generator)  # the EMA generator when there is one
+        bar = trainer.progress_bar_callback
+        result = self.evaluator(pl_module.eval_generator, progress=bar is not None and bar.is_enabled)  # the EMA one if kept
         metrics = {f"metrics/{name}": float(result[name]) for name in METRICS}
         for logger in trainer.loggers:  # at this step, whatever trainer.log_every_n_steps is
             logger.log_metrics(metrics, step=step)
         publish_metrics(trainer, metrics)  # for the `best` checkpoint (monitor: metrics/fid) and fit()'s result
-        log.info("step %d: %s", step, ", ".join(f"{name}={result[name]:.4g}" for name in METRICS))
+        log.info("step %d: %s  (↑ higher is better, ↓ lower)", step,
+                 ", ".join(f"{name} {result[name]:.4g} {BETTER[name]}" for name in METRICS))

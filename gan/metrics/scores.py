@@ -8,11 +8,20 @@ small vectorised functions here.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
+
+def quiet_metric(cls, **kwargs):
+    """A torchmetrics metric built without its warning that it keeps every feature in memory
+    (KID and IS do; here that is 10,000 small vectors, nothing for the user to act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Metric `.*` will save all extracted features in buffer")
+        return cls(**kwargs)
 
 
 class Precomputed(nn.Identity):
@@ -32,8 +41,8 @@ def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> float:
     """Mean of the unbiased polynomial-kernel MMD over random subsets (seeded: repeatable)."""
-    metric = KernelInceptionDistance(feature=Precomputed(real.shape[1]), subsets=subsets,
-                                     subset_size=min(subset_size, len(real), len(fake)))
+    metric = quiet_metric(KernelInceptionDistance, feature=Precomputed(real.shape[1]), subsets=subsets,
+                          subset_size=min(subset_size, len(real), len(fake)))
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     with torch.random.fork_rng():
@@ -44,7 +53,7 @@ def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100, subset_size:
 
 def inception_score(logits: torch.Tensor, splits: int = 10) -> float:
     """exp(E KL(p(y|x) || p(y))) over the classifier's class probabilities."""
-    metric = InceptionScore(feature=Precomputed(logits.shape[1]), splits=splits)
+    metric = quiet_metric(InceptionScore, feature=Precomputed(logits.shape[1]), splits=splits)
     metric.update(logits.double())
     with torch.random.fork_rng():
         torch.manual_seed(0)  # torchmetrics shuffles before splitting
