@@ -16,6 +16,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
+
 def quiet_metric(cls, **kwargs):
     """A torchmetrics metric built without its warning that it keeps every feature in memory
     (KID and IS do; here that is 10,000 small vectors, nothing for the user to act on)."""
