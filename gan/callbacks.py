@@ -10,9 +10,11 @@ from typing import Literal
 
 import pytorch_lightning as pl
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
-from torchvision.utils import make_grid, save_image
+from torchvision.transforms.functional import to_pil_image
+from torchvision.utils import make_grid
 
 from gan.constraints import Fraction, NonNegInt, PosInt
 from gan.lightning_adapter import (
@@ -23,9 +25,22 @@ from gan.lightning_adapter import (
 log = logging.getLogger(__name__)
 
 
+def readable(grid: torch.Tensor, caption: str, width: int = 600) -> Image.Image:
+    """A grid as a person opens it: enlarged (whole pixels, no blur) to about `width` pixels,
+    with `caption` above it."""
+    image = to_pil_image(grid)
+    scale = max(1, width // image.width)
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    canvas = Image.new("RGB", (image.width, image.height + 28), "white")
+    canvas.paste(image, (0, 28))
+    ImageDraw.Draw(canvas).text((8, 5), caption, fill="black", font=ImageFont.load_default(size=18))
+    return canvas
+
+
 class SampleGrid(pl.Callback):
     """An nrow x nrow grid of G(z) for one *fixed* noise batch, every `every_n_steps` GAN
-    iterations and at the end: TensorBoard image `samples` and `<dirpath>/<step>.png`.
+    iterations and at the end: TensorBoard image `samples` (as generated) and
+    `<dirpath>/<step, 6 digits>.png` (enlarged, with the iteration written on it).
     A conditional generator gets one row per class instead, `nrow` samples wide, the same
     noise down each column. The EMA generator draws it when the run keeps one.
 
@@ -70,7 +85,7 @@ class SampleGrid(pl.Callback):
         images = pl_module.sample(self.noise.to(pl_module.device, pl_module.dtype), labels, net=pl_module.eval_generator)
         grid = make_grid(images.float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        save_image(grid, self.dirpath / f"{step}.png")
+        readable(grid, f"iteration {step}").save(self.dirpath / f"{step:06d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, step)

@@ -31,7 +31,7 @@ def test_every_experiment_trains_on_mnist(experiment, mnist_root, tmp_path):
     cfg = make_cfg(f"experiment={experiment}")
     d_steps_per_iteration = cfg.gan.n_critic * (2 if cfg.gan.d_update == "two_steps" else 1)
     assert optimizer_steps(tmp_path / "checkpoints" / "last.ckpt") == [6, 6 * d_steps_per_iteration]
-    assert sorted(p.name for p in (tmp_path / "images").glob("*.png")) == ["3.png", "6.png"]
+    assert sorted(p.name for p in (tmp_path / "images").glob("*.png")) == ["000003.png", "000006.png"]
 
 
 def test_dcgan_fashion_mnist_trains_on_fashion_mnist_files(tmp_path):
@@ -53,8 +53,9 @@ def conditional_run(mnist_root, tmp_path_factory):
 
 
 def test_conditional_grid_has_one_row_per_class(conditional_run):
-    width, height = Image.open(conditional_run / "images" / "6.png").size
-    assert (width, height) == (5 * 30 + 2, 10 * 30 + 2)  # 5 samples across, 10 digits down (28 px + 2 px padding)
+    width, height = Image.open(conditional_run / "images" / "000006.png").size
+    scale = 600 // (5 * 30 + 2)  # enlarged to about 600 px, whole pixels
+    assert (width, height) == (scale * (5 * 30 + 2), scale * (10 * 30 + 2) + 28)  # 5 across, 10 digits down, a caption
 
 
 def test_generate_draws_the_requested_class_from_the_ema_generator(conditional_run, tmp_path):

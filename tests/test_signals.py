@@ -28,7 +28,7 @@ def test_a_signal_mid_run_stops_cleanly_and_a_resume_matches_the_uninterrupted_r
                              f"hydra.run.dir={run}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     deadline = time.time() + 180
-    while not (run / "images" / "10.png").exists():  # training is under way
+    while not (run / "images" / "000010.png").exists():  # training is under way
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
         time.sleep(0.2)
     proc.send_signal(sig)

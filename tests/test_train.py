@@ -39,7 +39,7 @@ def test_short_run_writes_losses_samples_and_checkpoints(short_run):
     assert [e.step for e in acc.Scalars("train/d_loss")] == [3, 6, 9, 12]  # every 3rd iteration
     assert [e.step for e in acc.Images("samples")] == [5, 10, 12]
     assert "config/text_summary" in acc.Tags()["tensors"]
-    assert sorted(p.name for p in (run_dir / "images").glob("*.png")) == ["10.png", "12.png", "5.png"]
+    assert sorted(p.name for p in (run_dir / "images").glob("*.png")) == ["000005.png", "000010.png", "000012.png"]
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert ckpts == ["last.ckpt", "step_000006.ckpt", "step_000012.ckpt"]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
@@ -63,7 +63,7 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(short_
     fit(make_cfg(*quick("trainer.max_steps=18", f"ckpt_path={run_dir}"), run_dir=resumed))  # a run folder works as ckpt_path
     last = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 18
-    assert sorted(p.name for p in (resumed / "images").glob("*.png")) == ["15.png", "18.png"]
+    assert sorted(p.name for p in (resumed / "images").glob("*.png")) == ["000015.png", "000018.png"]
     assert [e.step for e in events(resumed).Scalars("train/d_loss")] == [15, 18]
 
     straight = tmp_path / "straight"
@@ -163,14 +163,14 @@ def test_fashion_mnist_trains_from_idx_files_under_its_own_folder(tmp_path):
     metrics = fit(make_cfg(*quick("data=fashion_mnist", f"data.root={tmp_path / 'data'}", "data.batch_size=8",
                                     "data.download=false"), run_dir=tmp_path / "run"))
     assert all(math.isfinite(metrics[tag]) for tag in LOGGED_METRICS)
-    assert (tmp_path / "run" / "images" / "12.png").exists()
+    assert (tmp_path / "run" / "images" / "000012.png").exists()
 
 
 @pytest.mark.parametrize("logger", ["csv", "none"])
 def test_other_loggers(logger, mnist_root, tmp_path):
     fit(make_cfg(*quick(f"logger={logger}"), run_dir=tmp_path))
     assert not list(tmp_path.glob("events.out.tfevents.*"))
-    assert (tmp_path / "checkpoints" / "last.ckpt").exists() and (tmp_path / "images" / "12.png").exists()
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists() and (tmp_path / "images" / "000012.png").exists()
     if logger == "csv":
         header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
         assert set(LOGGED_METRICS) <= set(header)
