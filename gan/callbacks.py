@@ -29,7 +29,7 @@ def readable(grid: torch.Tensor, caption: str, width: int = 600) -> Image.Image:
     """A grid as a person opens it: enlarged (whole pixels, no blur) to about `width` pixels,
     with `caption` above it."""
     image = to_pil_image(grid)
-    scale = max(1, width // image.width)
+    scale = max(1, round(width / image.width))
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     canvas = Image.new("RGB", (image.width, image.height + 28), "white")
     canvas.paste(image, (0, 28))

@@ -54,7 +54,7 @@ def conditional_run(mnist_root, tmp_path_factory):
 
 def test_conditional_grid_has_one_row_per_class(conditional_run):
     width, height = Image.open(conditional_run / "images" / "000006.png").size
-    scale = 600 // (5 * 30 + 2)  # enlarged to about 600 px, whole pixels
+    scale = round(600 / (5 * 30 + 2))  # enlarged to about 600 px, whole pixels
     assert (width, height) == (scale * (5 * 30 + 2), scale * (10 * 30 + 2) + 28)  # 5 across, 10 digits down, a caption
 
 
