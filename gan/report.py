@@ -3,7 +3,9 @@
 Writes into `<sweep folder>/report/`: `jobs.csv` and `jobs.md` (one row per job: its overrides,
 status, objective, final and best metrics, wall time; ranked by the objective), one
 `objective_vs_<key>.png` per swept key, `curves.png` (the FID, or the objective, over the
-iterations of the best jobs) and `best_samples.png` (the best job's last grid). It reads what
+iterations of the best jobs, each labelled by its overrides) and `best_samples.png` (the best
+job's last grid). Jobs are ranked by the sweep's objective (`optimized_metric`), else by their
+last FID; `notes.txt` says which, and names any plot left out because it would be empty. It reads what
 each job left behind (.hydra/, status.json, TensorBoard events), so it works on a sweep that is
 still running, was interrupted, or has failed jobs.
 """
@@ -80,12 +82,43 @@ def direction(sweep: Path) -> str:
     return "minimize"
 
 
-def ranked(jobs: list[Job], maximize: bool) -> list[Job]:
+@dataclass
+class Ranking:
+    """What the jobs are ranked by: the sweep's objective (`optimized_metric`), else the last FID
+    when jobs logged one, else nothing (the jobs keep their order)."""
+
+    name: str | None
+    maximize: bool = False
+
+    @classmethod
+    def of(cls, jobs: list[Job], maximize: bool) -> Ranking:
+        if any(j.objective is not None for j in jobs):
+            return cls(next((j.metric for j in jobs if j.metric), None) or "objective", maximize)
+        if any("metrics/fid" in j.final for j in jobs):
+            return cls("last metrics/fid")
+        return cls(None)
+
+    def value(self, job: Job) -> float | None:
+        value = job.final.get("metrics/fid") if self.name == "last metrics/fid" else job.objective if self.name else None
+        return value if value is not None and math.isfinite(value) else None
+
+    def describe(self) -> str:
+        if self.name is None:
+            return "Not ranked: the jobs have no objective (optimized_metric) and logged no FID (eval_every)."
+        return f"Ranked by {self.name} ({'higher' if self.maximize else 'lower'} is better)."
+
+
+def ranked(jobs: list[Job], ranking: Ranking) -> list[Job]:
     def key(job: Job) -> tuple[bool, float]:
-        value = job.objective
-        usable = value is not None and math.isfinite(value) and job.status in ("completed", "stopped", "running")
-        return (not usable, -value if usable and maximize else value if usable else 0.0)
+        value = ranking.value(job)
+        usable = value is not None and job.status in ("completed", "stopped", "running")
+        return (not usable, -value if usable and ranking.maximize else value if usable else 0.0)
     return sorted(jobs, key=key)
+
+
+def label(job: Job, keys: list[str]) -> str:
+    """A job as its overrides name it (`latent_dim=32, lr=0.0002`), the last part of each key."""
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={short(job.overrides.get(k, ''))}" for k in keys) or f"job {job.name}"
 
 
 def swept_keys(jobs: list[Job]) -> list[str]:
@@ -141,63 +174,68 @@ def as_number(text: str) -> float | None:
         return None
 
 
-def write_plots(jobs: list[Job], keys: list[str], out: Path, objective_name: str) -> list[Path]:
+def write_plots(jobs: list[Job], keys: list[str], out: Path, ranking: Ranking) -> list[str]:
+    """The plots that have something to show; returns a line for each one left out, and why."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
-    scored = [j for j in jobs if j.objective is not None and math.isfinite(j.objective)]
+    skipped = []
+    scored = [j for j in jobs if ranking.value(j) is not None]
     for key in keys:
+        if not scored:
+            skipped.append(f"objective_vs_{key}.png: no job has a value to rank by")
+            continue
         fig, ax = plt.subplots(figsize=(5, 3.5))
         values = [j.overrides.get(key, "") for j in scored]
         numbers = [as_number(v) for v in values]
-        if scored and all(n is not None for n in numbers):
-            ax.scatter(numbers, [j.objective for j in scored])
+        if all(n is not None for n in numbers):
+            ax.scatter(numbers, [ranking.value(j) for j in scored])
             if min(numbers) > 0 and max(numbers) / min(numbers) > 10:  # learning rates: a log axis
                 ax.set_xscale("log")
         else:
             categories = sorted(set(values))
-            ax.scatter([categories.index(v) for v in values], [j.objective for j in scored])
+            ax.scatter([categories.index(v) for v in values], [ranking.value(j) for j in scored])
             ax.set_xticks(range(len(categories)), categories, rotation=20)
-        for j, x in zip(scored, ax.collections[0].get_offsets() if scored else []):
-            ax.annotate(j.name, x, fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(key)
-        ax.set_ylabel(objective_name)
+        ax.set_ylabel(f"{ranking.name} ({'↑' if ranking.maximize else '↓'} better)")
         fig.tight_layout()
-        path = out / f"objective_vs_{key.replace('/', '_')}.png"
-        fig.savefig(path, dpi=100)
+        fig.savefig(out / f"objective_vs_{key.replace('/', '_')}.png", dpi=100)
         plt.close(fig)
-        written.append(path)
-    tag = "metrics/fid" if any("metrics/fid" in j.curves for j in jobs) else objective_name
+    tag = "metrics/fid" if any("metrics/fid" in j.curves for j in jobs) else jobs[0].metric
+    drawn = [j for j in jobs if tag in j.curves][:CURVE_JOBS]
+    if not drawn:
+        return [*skipped, "curves.png: no job logged an FID (eval_every) or an optimized_metric"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for job in [j for j in jobs if tag in j.curves][:CURVE_JOBS]:
+    for job in drawn:
         steps, values = zip(*job.curves[tag])
-        ax.plot(steps, values, marker="o", label=f"job {job.name}")
+        ax.plot(steps, values, marker="o", label=label(job, keys))
     ax.set_xlabel("iteration")
     ax.set_ylabel(tag)
-    if ax.lines:
-        ax.legend(fontsize=8)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=100)
     plt.close(fig)
-    return [*written, out / "curves.png"]
+    return skipped
 
 
 def report(sweep: str) -> Path:
     folder = Path(sweep)
     jobs = find_jobs(folder)
-    maximize = direction(folder) == "maximize"
-    jobs = ranked(jobs, maximize)
+    ranking = Ranking.of(jobs, direction(folder) == "maximize")
+    jobs = ranked(jobs, ranking)
     keys = swept_keys(jobs)
     out = folder / "report"
     out.mkdir(exist_ok=True)
     write_tables(rows(jobs, keys), out)
-    write_plots(jobs, keys, out, jobs[0].metric or "objective")
-    grids = sorted((jobs[0].folder / "images").glob("*.png"), key=lambda p: int(p.stem)) if jobs[0].objective is not None else []
-    if grids:
+    notes = [ranking.describe(), *(f"Left out {line}." for line in write_plots(jobs, keys, out, ranking))]
+    grids = sorted((jobs[0].folder / "images").glob("*.png"), key=lambda p: int(p.stem))
+    if grids and ranking.value(jobs[0]) is not None:
         shutil.copyfile(grids[-1], out / "best_samples.png")
+    else:
+        notes.append("Left out best_samples.png: no job ranks first.")
+    (out / "notes.txt").write_text("\n".join(notes) + "\n")
     return out
 
 
@@ -211,6 +249,7 @@ def main() -> None:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(1)
     print((out / "jobs.md").read_text())
+    print((out / "notes.txt").read_text(), end="")
     print(f"Report written to {out}/")
 
 

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import gan.study  # noqa: F401  (before optuna: quiets SQLAlchemy's 2.0 notice, as train.py does)
-from gan.report import report
+from gan.report import label, read_job, report
 from tests.helpers import events, run_cli
 
 TINY = ("trainer=cpu", "trainer.max_steps=4", "trainer.log_every_n_steps=2", "sample_every=2", "eval_every=0",
@@ -132,3 +132,47 @@ def test_search_dimensions_on_the_command_line_replace_the_configs(tmp_path):
     assert {t.params["data.batch_size"] for t in trials} <= {16, 24} and len(trials) == 3
     configs = [OmegaConf.load(f) for f in study.glob("*/.hydra/config.yaml")]
     assert len(configs) == 3 and all(c.data.batch_size in (16, 24) and c.model.latent_dim == 12 for c in configs)
+
+
+def fake_job(sweep: Path, name: str, overrides: list[str], fids: list[float] | None) -> None:
+    """A finished job folder as a grid sweep without optimized_metric leaves it."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from gan.status import write_status
+
+    folder = sweep / name
+    (folder / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(overrides), folder / ".hydra" / "overrides.yaml")
+    OmegaConf.save(OmegaConf.create({"optimized_metric": None}), folder / ".hydra" / "config.yaml")
+    write_status(folder, status="completed", started=0.0, ended=10.0, objective=None)
+    with SummaryWriter(str(folder)) as writer:
+        writer.add_scalar("train/g_loss", 1.0, 100)
+        for step, fid in enumerate(fids or [], 1):
+            writer.add_scalar("metrics/fid", fid, 50 * step)
+    (folder / "images").mkdir()
+    for step in (50, 100):
+        (folder / "images" / f"{step:06d}.png").write_bytes(f"{name} {step}".encode())
+
+
+def test_a_sweep_without_an_objective_is_ranked_by_its_last_fid_and_labelled_by_overrides(tmp_path):
+    fake_job(tmp_path, "0", ["model.latent_dim=32"], [2100.0, 2038.0])
+    fake_job(tmp_path, "1", ["model.latent_dim=64"], [2200.0, 1974.0])
+    out = report(str(tmp_path))
+    with open(out / "jobs.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["rank"], r["model.latent_dim"]) for r in table] == [("1", "64"), ("2", "32")]  # FID 1974 before 2038
+    assert "Ranked by last metrics/fid (lower is better)." in (out / "notes.txt").read_text()
+    assert (out / "best_samples.png").read_bytes() == b"1 100"  # the best job's last grid
+    assert {p.name for p in out.glob("*.png")} == {"objective_vs_model.latent_dim.png", "curves.png", "best_samples.png"}
+    assert label(read_job(tmp_path / "0"), ["model.latent_dim"]) == "latent_dim=32"  # the curves' legend
+
+
+def test_a_sweep_with_nothing_to_rank_writes_no_empty_plot_and_says_so(tmp_path):
+    fake_job(tmp_path, "0", ["model.latent_dim=32"], None)
+    fake_job(tmp_path, "1", ["model.latent_dim=64"], None)
+    out = report(str(tmp_path))
+    assert not list(out.glob("*.png"))
+    notes = (out / "notes.txt").read_text()
+    assert notes.startswith("Not ranked: the jobs have no objective")
+    assert "Left out objective_vs_model.latent_dim.png" in notes and "Left out curves.png" in notes
+    assert "Left out best_samples.png" in notes
