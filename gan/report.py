@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gan.errors import UserError
-from gan.metrics import METRICS
+from gan.metrics import BETTER, METRICS
 from gan.status import read_status
 
 CURVE_JOBS = 5  # best jobs drawn in curves.png
@@ -141,8 +141,8 @@ def rows(jobs: list[Job], keys: list[str]) -> list[dict[str, str]]:
     for rank, job in enumerate(jobs, 1):
         row = {"rank": str(rank), "job": job.name, "status": job.status, "objective": fmt(job.objective)}
         row.update({k: job.overrides.get(k, "") for k in keys})
-        row.update({f"final {m}": fmt(job.final.get(f"metrics/{m}")) for m in METRICS})
-        row["best fid (iteration)"] = f"{job.best_fid[0]:.4g} ({job.best_fid[1]})" if job.best_fid else ""
+        row.update({f"final {m} {BETTER[m]}": fmt(job.final.get(f"metrics/{m}")) for m in METRICS})
+        row["best fid ↓ (iteration)"] = f"{job.best_fid[0]:.4g} ({job.best_fid[1]})" if job.best_fid else ""
         row["d_loss / g_loss"] = " / ".join(fmt(job.final.get(f"train/{n}")) for n in ("d_loss", "g_loss"))
         row["wall s"] = f"{job.wall_s:.0f}" if job.wall_s is not None else ""
         row["error"] = job.error
