@@ -49,6 +49,7 @@ LIBRARY_RULES: dict[str, dict[str, Any]] = {
         "devices": Literal[1],  # one device: the update, the batch draws and the logging are not made for several yet
         "precision": Literal["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"],
         "max_steps": PosInt,
+        "max_epochs": Literal[-1, None],  # a run's length is max_steps GAN iterations; its data has no epochs Lightning counts
         "log_every_n_steps": PosInt,
     },
     "pytorch_lightning.callbacks.ModelCheckpoint": {"every_n_train_steps": NonNegInt | None},
