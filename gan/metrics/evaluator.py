@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from gan.metrics.extractor import cache_dir, classifier_for, datamodule_key
+from gan.metrics.extractor import cache_dir, classifier_for, datamodule_key, save_atomically
 from gan.metrics.inception import InceptionFeatures
 from gan.metrics.scores import kth_neighbour_distance, score
 from gan.sampling import generate
@@ -40,10 +39,7 @@ class Evaluator:
             return torch.load(path, map_location="cpu", weights_only=True)
         real = self.features(test_images)
         real[f"radii_k{self.k}"] = kth_neighbour_distance(real["conv"], self.k)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(real, tmp)
-        tmp.replace(path)  # atomic: a half-written file is never read as the cache
+        save_atomically(real, path)
         return real
 
     def features(self, images: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:

@@ -72,6 +72,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GAN_CACHE_DIR", Path.home() / ".cache" / "gan")).expanduser()
 
 
+def save_atomically(obj, path: Path) -> None:
+    """torch.save to `path` through a temporary file of this process, then a rename: a half-written
+    file is never read from the cache, and two runs filling it at once do not mix their bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
 def cache_key(dataset: str, image_shape: tuple[int, ...], num_classes: int, recipe: Recipe) -> str:
     blob = repr((dataset, tuple(image_shape), num_classes, asdict(recipe), DEFINITION)).encode()
     return f"{dataset}-{'x'.join(map(str, image_shape))}-{hashlib.sha256(blob).hexdigest()[:16]}"
@@ -136,9 +145,6 @@ def load_or_train(
     net = Classifier(image_shape, num_classes)
     fit(net, images, labels, recipe)
     test_accuracy = accuracy(net, *test_split)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": net.state_dict(), "test_accuracy": test_accuracy}, tmp)
-    tmp.replace(path)  # atomic: a half-written file is never taken for a cached model
+    save_atomically({"state_dict": net.state_dict(), "test_accuracy": test_accuracy}, path)
     log.info("%s feature classifier: %.2f%% test accuracy", dataset, 100 * test_accuracy)
     return net, test_accuracy
