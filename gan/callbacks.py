@@ -112,7 +112,7 @@ class HealthMonitor(pl.Callback):
     D(G(z)) below `d_fake_below` at every logged step for `window` iterations; BCE losses only,
     where that starves G of gradient and D's outputs are probabilities), a loss is NaN or
     infinite, or the samples cover fewer than `min_modes` classes (needs eval_every > 0).
-    Logs health/d_wins, health/nonfinite and health/low_modes (0 or 1). `nonfinite_action=stop`
+    Logs warnings/d_wins, warnings/nonfinite and warnings/low_modes (0 or 1). `nonfinite_action=stop`
     (the default) ends a run whose losses are NaN or infinite; `action=stop` also ends it on the
     other two (last.ckpt is still written, unless its weights are not finite)."""
 
@@ -129,7 +129,7 @@ class HealthMonitor(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         step, metrics = trainer.global_step, trainer.callback_metrics
         if step % trainer.log_every_n_steps == 0 and "train/d_real" in metrics:
-            signals = self._losses(step, {k: float(v) for k, v in metrics.items() if k.startswith("train/")},
+            signals = self._losses(step, {k: float(v) for k, v in metrics.items() if k.startswith(("loss/", "train/"))},
                                    pl_module.loss.probabilities)
             self._emit(trainer, step, signals)
         modes = metrics.get("metrics/modes_covered")
@@ -142,12 +142,12 @@ class HealthMonitor(pl.Callback):
             self.streak_start = step if self.streak_start is None else self.streak_start
         else:
             self.streak_start = None
-        nonfinite = not all(math.isfinite(m[k]) for k in ("train/d_loss", "train/g_loss"))
+        nonfinite = not all(math.isfinite(m[k]) for k in ("loss/d", "loss/g"))
         return {"d_wins": self.streak_start is not None and step - self.streak_start >= self.window, "nonfinite": nonfinite}
 
     def _emit(self, trainer: pl.Trainer, step: int, signals: dict[str, bool]) -> None:
         for logger in trainer.loggers:
-            logger.log_metrics({f"health/{name}": float(on) for name, on in signals.items()}, step=step)
+            logger.log_metrics({f"warnings/{name}": float(on) for name, on in signals.items()}, step=step)
         messages = {
             "d_wins": f"D wins outright: D(x) > {self.d_real_above} and D(G(z)) < {self.d_fake_below} "
                       f"for {self.window} iterations (G gets no gradient)",

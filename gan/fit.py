@@ -10,6 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gan.building import build, network_optimizer
 from gan.checkpoints import load_checkpoint, resolve_checkpoint
@@ -95,10 +96,11 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)  # else Lightning adds its own
     trainer: pl.Trainer = build(cfg, "trainer", logger=loggers or False, callbacks=callbacks,
                                 enable_checkpointing=checkpointing)
-    log_run_config(loggers, cfg, tags)
+    log_run_config(loggers, cfg)
 
     log.info("Run folder: %s", cfg.run_dir)
     log.info("Networks: G %s, D %s", size(module.generator), size(module.discriminator))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)  # never unpickle code
+    with logging_redirect_tqdm():  # log lines print above the progress bar, not glued to its end
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)  # never unpickle code
     # The last logged scalars, and how far training got (less than max_steps when a callback stopped it).
     return {**{k: v.item() for k, v in trainer.callback_metrics.items()}, "global_step": trainer.global_step}

@@ -39,7 +39,7 @@ def in_sweep() -> bool:
 
 
 def diverged(metrics: dict[str, float]) -> bool:
-    return not all(math.isfinite(metrics[k]) for k in ("train/d_loss", "train/g_loss") if k in metrics)
+    return not all(math.isfinite(metrics[k]) for k in ("loss/d", "loss/g") if k in metrics)
 
 
 def run(cfg: DictConfig) -> float | None:

@@ -44,7 +44,7 @@ from gan.losses import Loss, NonSaturating, gradient_penalty, r1_penalty
 D_UPDATES = ("two_steps", "joint")
 FAKES_MODES = ("eval", "train")
 # Scalars logged every `trainer.log_every_n_steps`; the HParams table reads their last values.
-LOGGED_METRICS = ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "train/d_acc")
+LOGGED_METRICS = ("loss/d", "loss/g", "train/d_real", "train/d_fake", "train/d_acc")
 
 
 @contextmanager
@@ -72,7 +72,7 @@ def d_statistics(real_logits: torch.Tensor, fake_logits: torch.Tensor, loss: Los
     accuracy), plus its mean output on each: P(real) for the BCE losses, the raw score otherwise."""
     real, fake = loss.outputs(real_logits), loss.outputs(fake_logits)
     return {
-        "train/d_loss": (loss.d_real(real_logits) + loss.d_fake(fake_logits)) / 2,
+        "loss/d": (loss.d_real(real_logits) + loss.d_fake(fake_logits)) / 2,
         "train/d_real": real.mean(),
         "train/d_fake": fake.mean(),
         "train/d_acc": ((real > loss.threshold).float().mean() + (fake < loss.threshold).float().mean()) / 2,
@@ -198,7 +198,7 @@ class GAN(pl.LightningModule):
         `step` puts the scalars at the iteration count, where the grids and checkpoints are."""
         g_opt, d_opt = self.optimizers()
         stats = d_statistics(real_logits, fake_logits, self.loss)
-        self.log_dict({"train/d_loss": stats.pop("train/d_loss"), "train/g_loss": g_loss}, prog_bar=True)
+        self.log_dict({"loss/d": stats.pop("loss/d"), "loss/g": g_loss}, prog_bar=True)
         self.log_dict({
             **stats,
             **penalties,
@@ -211,7 +211,7 @@ class GAN(pl.LightningModule):
                            d_opt) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Returns D's logits on the real and fake batch, each as computed before the update
         that used it (what Keras's `train_on_batch` reports), and the penalties it added
-        (`train/r1`, `train/gp`). R1 joins the real term; the gradient penalty, which needs
+        (`loss/r1`, `loss/gp`). R1 joins the real term; the gradient penalty, which needs
         both batches, joins the fake term or the joint loss."""
         fake = self.sample(self.noise(len(real)), labels, training=self.fakes_mode == "train")
         penalties: dict[str, torch.Tensor] = {}
@@ -220,8 +220,8 @@ class GAN(pl.LightningModule):
         real_logits = self.discriminator(real, labels)
         real_loss = self.loss.d_real(real_logits)
         if self.loss.r1_gamma:
-            penalties["train/r1"] = r1_penalty(real_logits, real)
-            real_loss = real_loss + self.loss.r1_gamma / 2 * penalties["train/r1"]
+            penalties["loss/r1"] = r1_penalty(real_logits, real)
+            real_loss = real_loss + self.loss.r1_gamma / 2 * penalties["loss/r1"]
         if self.d_update == "two_steps":
             self._d_step(d_opt, real_loss)
             fake_logits = self.discriminator(fake, labels)
@@ -230,8 +230,8 @@ class GAN(pl.LightningModule):
             fake_logits = self.discriminator(fake, labels)
             loss = real_loss + self.loss.d_fake(fake_logits)
         if self.loss.gp_weight:
-            penalties["train/gp"] = gradient_penalty(self.discriminator, real, fake, labels)
-            loss = loss + self.loss.gp_weight * penalties["train/gp"]
+            penalties["loss/gp"] = gradient_penalty(self.discriminator, real, fake, labels)
+            loss = loss + self.loss.gp_weight * penalties["loss/gp"]
         self._d_step(d_opt, loss)
         return real_logits.detach(), fake_logits.detach(), {k: v.detach() for k, v in penalties.items()}
 

@@ -116,6 +116,16 @@ def ranked(jobs: list[Job], ranking: Ranking) -> list[Job]:
     return sorted(jobs, key=key)
 
 
+# What a plot's axis calls a logged tag: people read "FID", not "metrics/fid".
+NAMES = {"metrics/fid": "FID", "metrics/kid": "KID", "metrics/is": "Inception score", "metrics/precision": "precision",
+         "metrics/recall": "recall", "metrics/modes_covered": "classes covered", "metrics/kl_uniform": "KL(classes || uniform)",
+         "loss/d": "D loss", "loss/g": "G loss"}
+
+
+def axis_name(tag: str) -> str:
+    return NAMES.get(tag.removeprefix("last "), tag)
+
+
 def label(job: Job, keys: list[str]) -> str:
     """A job as its overrides name it (`latent_dim=32, lr=0.0002`), the last part of each key."""
     return ", ".join(f"{k.rsplit('.', 1)[-1]}={short(job.overrides.get(k, ''))}" for k in keys) or f"job {job.name}"
@@ -143,7 +153,7 @@ def rows(jobs: list[Job], keys: list[str]) -> list[dict[str, str]]:
         row.update({k: job.overrides.get(k, "") for k in keys})
         row.update({f"final {m} {BETTER[m]}": fmt(job.final.get(f"metrics/{m}")) for m in METRICS})
         row["best fid ↓ (iteration)"] = f"{job.best_fid[0]:.4g} ({job.best_fid[1]})" if job.best_fid else ""
-        row["d_loss / g_loss"] = " / ".join(fmt(job.final.get(f"train/{n}")) for n in ("d_loss", "g_loss"))
+        row["loss d / g"] = " / ".join(fmt(job.final.get(tag)) for tag in ("loss/d", "loss/g"))
         row["wall s"] = f"{job.wall_s:.0f}" if job.wall_s is not None else ""
         row["error"] = job.error
         table.append(row)
@@ -199,7 +209,7 @@ def write_plots(jobs: list[Job], keys: list[str], out: Path, ranking: Ranking) -
             ax.scatter([categories.index(v) for v in values], [ranking.value(j) for j in scored])
             ax.set_xticks(range(len(categories)), categories, rotation=20)
         ax.set_xlabel(key)
-        ax.set_ylabel(f"{ranking.name} ({'↑' if ranking.maximize else '↓'} better)")
+        ax.set_ylabel(f"{axis_name(ranking.name)} at the end ({'higher' if ranking.maximize else 'lower'} is better)")
         fig.tight_layout()
         fig.savefig(out / f"objective_vs_{key.replace('/', '_')}.png", dpi=100)
         plt.close(fig)
@@ -212,7 +222,7 @@ def write_plots(jobs: list[Job], keys: list[str], out: Path, ranking: Ranking) -
         steps, values = zip(*job.curves[tag])
         ax.plot(steps, values, marker="o", label=label(job, keys))
     ax.set_xlabel("iteration")
-    ax.set_ylabel(tag)
+    ax.set_ylabel(axis_name(tag))
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=100)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from gan.run_folders import free_job_dir, sweep_dir, unique_dir
+from gan.run_folders import free_job_dir, outputs_root, sweep_dir, unique_dir
 from gan.study import study_seed
 
 # name -> (function, cache its value): a folder is claimed once per run, however often it is read
 RESOLVERS = {
     "unique_dir": (unique_dir, True),
     "sweep_dir": (sweep_dir, True),
+    "outputs_root": (outputs_root, False),
     "free_job_dir": (free_job_dir, True),
     "study_seed": (study_seed, False),
 }

@@ -60,6 +60,12 @@ def unique_dir(path: str) -> str:
     return str(claim(numbered(base)))
 
 
+def outputs_root(debug: str | None) -> str:
+    """Where runs land: outputs/, or outputs/debug/ for `debug=` smoke runs, so that they sit
+    apart from real runs (`rm -rf outputs/debug`) and no HParams table mixes them in."""
+    return "outputs/debug" if debug else "outputs"
+
+
 def sweep_dir(study: str | None, fresh: str) -> str:
     """The sweep's folder: `outputs/optuna/<study>` for an Optuna study (the same folder on
     every invocation, so re-running continues it), else `unique_dir(fresh)`. The choice is made

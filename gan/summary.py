@@ -18,7 +18,7 @@ def ending(run_dir: str, status: str, metrics: dict[str, float], seconds: float)
     """A few lines: the status and iteration, the last logged losses, the last scores (with which
     way is better), the best checkpoint, the run folder and the TensorBoard command."""
     lines = [f"Run {status} at iteration {metrics.get('global_step', 0)} after {duration(seconds)}."]
-    losses = [f"{tag.removeprefix('train/')} {metrics[tag]:.4g}" for tag in LOGGED_METRICS if tag in metrics]
+    losses = [f"{tag} {metrics[tag]:.4g}" for tag in LOGGED_METRICS if tag in metrics]
     if losses:
         lines.append("  last logged:     " + ", ".join(losses))
     scores = [f"{name} {metrics[f'metrics/{name}']:.4g} {BETTER[name]}" for name in METRICS

@@ -72,3 +72,27 @@ def write_idx(folder: Path, n: int, split: str) -> None:
     prefix = "train" if split == "train" else "t10k"
     (folder / f"{prefix}-images-idx3-ubyte").write_bytes(np.array([2051, n, 28, 28], ">i4").tobytes() + images.tobytes())
     (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([2049, n], ">i4").tobytes() + labels.tobytes())
+
+
+def hparams_dashboard(logdir: Path) -> tuple[list[str], list[str], list[str]]:
+    """What TensorBoard's HParams table shows for `tensorboard --logdir <logdir>`, computed by
+    TensorBoard's own backend: the hyperparameter columns ticked by default (the dashboard sorts
+    those whose values differ first and ticks five), the metric columns ticked (the first five)
+    and the row names (Trial ID)."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, get_experiment, list_session_groups
+
+    runs = plugin_event_multiplexer.EventMultiplexer()
+    runs.AddRunsFromDirectory(str(logdir))
+    runs.Reload()
+    tb = base_plugin.TBContext(logdir=str(logdir), multiplexer=runs,
+                               data_provider=data_provider.MultiplexerDataProvider(runs, str(logdir)))
+    backend, request = backend_context.Context(tb), context.RequestContext()
+    experiment = get_experiment.Handler(request, backend, "", api_pb2.GetExperimentRequest()).run()
+    columns = [h.name for h in sorted(experiment.hparam_infos, key=lambda h: not h.differs)][:5]
+    metrics = [m.name.tag for m in experiment.metric_infos][:5]
+    groups = list_session_groups.Handler(request, backend, "", api_pb2.ListSessionGroupsRequest(
+        start_index=0, slice_size=1000, allowed_statuses=list(api_pb2.Status.values()))).run()
+    return columns, metrics, [g.name for g in groups.session_groups]

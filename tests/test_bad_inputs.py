@@ -5,11 +5,13 @@ tests/test_config.py, bad checkpoints and folders in tests/test_train.py.) And t
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 from dataclasses import fields
 
 import pytest
+from omegaconf import OmegaConf
 
 from gan import evaluate, generate, report
 from gan.fit import fit
@@ -96,3 +98,22 @@ def test_the_small_commands_print_every_option_with_its_meaning_and_default(comm
         [row] = [line for line in lines if line.startswith(f"  {field.name} ")]
         assert len(row.split()) > 2  # the option, its meaning ...
         assert field.name == "ckpt" or "(default: " in row  # ... and its default
+
+
+def test_train_help_lists_every_group_option_and_run_option_without_loading_torch():
+    code = ("import runpy, sys; sys.argv = ['train.py', '--help']; runpy.run_path('train.py', run_name='__main__'); "
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.startswith("usage: python train.py") and out.rstrip().endswith("no torch")  # answers at once
+    main = OmegaConf.load(ROOT / "conf" / "train.yaml")
+    for entry in main.defaults[1:]:
+        [(group, default)] = entry.items()
+        assert f"\n  {group}: " in out
+        for option in (ROOT / "conf" / group).glob("*.yaml"):
+            mark = " *" if option.stem == default else ""
+            assert re.search(rf"^    {option.stem}{re.escape(mark)}\s+\S", out, re.MULTILINE), option  # with its meaning
+    for key in [k for k in main if k not in ("defaults", "hydra", "gan", "run_dir")] + [f"gan.{k}" for k in main.gan]:
+        assert re.search(rf"^  {re.escape(key)}=\S+\s+\S", out, re.MULTILINE), key
+    assert "gan:" not in out.split("run options")[1]  # no YAML dump

@@ -70,8 +70,8 @@ def assert_same_runs(a: Path, b: Path) -> None:
         for key in ("state_dict", "optimizer_states", "rng_states"):
             assert_same_tensors(x[key], y[key], f"{ckpt.name}:{key}")
     ea, eb = events(a), events(b)
-    tags = [t for t in ea.Tags()["scalars"] if t.startswith(("train/", "health/"))]
-    assert "train/d_loss" in tags and set(tags) == {t for t in eb.Tags()["scalars"] if t.startswith(("train/", "health/"))}
+    tags = [t for t in ea.Tags()["scalars"] if t.startswith(("loss/", "train/", "warnings/"))]
+    assert "loss/d" in tags and set(tags) == {t for t in eb.Tags()["scalars"] if t.startswith(("loss/", "train/", "warnings/"))}
     for tag in tags:
         assert [(e.step, e.value) for e in ea.Scalars(tag)] == [(e.step, e.value) for e in eb.Scalars(tag)], tag
 
@@ -92,7 +92,7 @@ def test_seven_iterations_per_step_are_seven_steps_bit_for_bit(name, mnist_root,
     one = run(tmp_path, "one", 1, *CONFIGURATIONS[name])
     seven = run(tmp_path, "seven", 7, *CONFIGURATIONS[name])
     assert_same_runs(one, seven)
-    steps = [e.step for e in events(seven).Scalars("train/d_loss")]
+    steps = [e.step for e in events(seven).Scalars("loss/d")]
     assert steps[:3] == [5, 10, 15]
 
 
@@ -104,7 +104,7 @@ def test_resuming_a_checkpoint_taken_mid_chunk_plan_matches_the_uninterrupted_ru
     assert a["global_step"] == b["global_step"] == 40
     assert_same_tensors(a["state_dict"], b["state_dict"])
     assert_same_tensors(a["optimizer_states"], b["optimizer_states"])
-    assert [e.step for e in events(resumed).Scalars("train/d_loss")] == [20, 25, 30, 35, 40]
+    assert [e.step for e in events(resumed).Scalars("loss/d")] == [20, 25, 30, 35, 40]
 
 
 class ChangeLearningRate(pl.Callback):
@@ -161,7 +161,7 @@ def test_graph_runner_logic_matches_eager_training_and_recaptures_when_the_learn
     for a, b in zip(eager.optimizers(), graphed.optimizers()):
         assert_same_tensors(a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"])
         assert all(g["capturable"] for g in b.optimizer.param_groups)
-    assert float(trainer.callback_metrics["train/d_loss"]) == float(eager.trainer.callback_metrics["train/d_loss"])
+    assert float(trainer.callback_metrics["loss/d"]) == float(eager.trainer.callback_metrics["loss/d"])
 
 
 def test_event_intervals_come_from_the_trainer_and_every_callback(mnist_root, tmp_path):

@@ -205,7 +205,7 @@ def test_health_monitor_flags_low_mode_coverage(mnist_classifier, tmp_path, capl
     with caplog.at_level("WARNING", logger="gan.callbacks"):
         fit(cfg)
     assert sum("fewer than 11 classes" in r.getMessage() for r in caplog.records) == 1
-    assert [e.value for e in events(tmp_path).Scalars("health/low_modes")] == [1.0, 1.0]
+    assert [e.value for e in events(tmp_path).Scalars("warnings/low_modes")] == [1.0, 1.0]
 
 
 def random_inception_weights(path, monkeypatch) -> str:

@@ -149,7 +149,7 @@ def test_d_statistics_are_what_the_keras_example_prints():
     stats = {k: v.item() for k, v in d_statistics(real, fake, NonSaturating()).items()}
     real_loss = -(math.log(sig(2.0)) + math.log(sig(-1.0))) / 2
     fake_loss = -sum(math.log(1 - sig(x)) for x in (-3.0, -0.5, 0.1, -2.0)) / 4
-    assert stats["train/d_loss"] == pytest.approx((real_loss + fake_loss) / 2)
+    assert stats["loss/d"] == pytest.approx((real_loss + fake_loss) / 2)
     assert stats["train/d_acc"] == pytest.approx((1 / 2 + 3 / 4) / 2)  # D(x) > 0.5 counts for reals, < 0.5 for fakes
     assert stats["train/d_real"] == pytest.approx((sig(2.0) + sig(-1.0)) / 2)
     assert stats["train/d_fake"] == pytest.approx(sum(sig(x) for x in (-3.0, -0.5, 0.1, -2.0)) / 4)
@@ -208,7 +208,7 @@ def test_gradient_penalty_joins_the_d_step_that_sees_the_fakes_with_its_weight(d
     *_, penalties = module.discriminator_step(real, None, module.optimizers()[1])
     expected = [real_term + fake_term] if d_update == "joint" else [real_term, fake_term]
     assert len(losses) == len(expected) and all(torch.allclose(a, b) for a, b in zip(losses, expected))
-    assert penalties == {"train/gp": 0.25}
+    assert penalties == {"loss/gp": 0.25}
 
 
 def test_r1_penalty_joins_the_real_term(monkeypatch):
@@ -221,8 +221,8 @@ def test_r1_penalty_joins_the_real_term(monkeypatch):
     *_, penalties = module.discriminator_step(real, None, module.optimizers()[1])
     with torch.no_grad():
         plain = bce(module.discriminator(real), 1.0)
-    assert set(penalties) == {"train/r1"} and penalties["train/r1"] > 0
-    assert torch.allclose(losses[0], plain + 4 / 2 * penalties["train/r1"])
+    assert set(penalties) == {"loss/r1"} and penalties["loss/r1"] > 0
+    assert torch.allclose(losses[0], plain + 4 / 2 * penalties["loss/r1"])
 
 
 def test_conditional_steps_give_d_the_real_labels_and_g_random_ones(monkeypatch):

@@ -17,10 +17,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 import gan.study  # noqa: F401  (before optuna: quiets SQLAlchemy's 2.0 notice, as train.py does)
 from gan.report import label, read_job, report
-from tests.helpers import events, run_cli
+from tests.helpers import events, hparams_dashboard, run_cli
 
 TINY = ("trainer=cpu", "trainer.max_steps=4", "trainer.log_every_n_steps=2", "sample_every=2", "eval_every=0",
-        "optimized_metric=train/g_loss", "callbacks.progress_bar.refresh_rate=0")
+        "optimized_metric=loss/g", "callbacks.progress_bar.refresh_rate=0")
 pytestmark = pytest.mark.usefixtures("mnist_root")
 
 
@@ -58,7 +58,7 @@ def test_failing_and_diverging_jobs_do_not_stop_a_sweep_and_the_report_lists_the
     assert {(r["data.batch_size"], r["optimizer.lr"], r["status"]) for r in table.values()} == {
         ("8", "0.0002", "completed"), ("100000", "0.0002", "failed"), ("8", "1e+30", "diverged"), ("100000", "1e+30", "failed")}
     completed = next(r for r in table.values() if r["status"] == "completed")
-    g_loss = events(sweep / completed["job"]).Scalars("train/g_loss")[-1].value
+    g_loss = events(sweep / completed["job"]).Scalars("loss/g")[-1].value
     assert completed["rank"] == "1" and float(completed["objective"]) == pytest.approx(g_loss, rel=1e-3)
     assert all("more than the dataset" in r["error"] for r in table.values() if r["status"] == "failed")
     assert "failed" in (out / "jobs.md").read_text()
@@ -66,12 +66,13 @@ def test_failing_and_diverging_jobs_do_not_stop_a_sweep_and_the_report_lists_the
                                                    "curves.png", "best_samples.png"}
 
 
-def hparam_names(run: Path) -> set[str]:
-    content = events(run).SummaryMetadata("_hparams_/experiment").plugin_data.content
-    return {h.name for h in plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos}
+def hparams_row(run: Path) -> dict[str, str | float | bool]:
+    content = events(run).SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    row = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    return {k: getattr(v, v.WhichOneof("kind")) for k, v in row.items()}
 
 
-def test_joblib_runs_jobs_in_parallel_with_the_cores_shared_and_the_same_hparams_columns(tmp_path):
+def test_joblib_runs_jobs_in_parallel_with_the_cores_shared_and_hparams_shows_what_was_swept(tmp_path):
     result = run_cli("-m", *TINY, "trainer.max_steps=30", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                      "loss=nonsaturating,hinge", "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -80,8 +81,12 @@ def test_joblib_runs_jobs_in_parallel_with_the_cores_shared_and_the_same_hparams
     a, b = jobs.values()
     assert a["started"] < b["ended"] and b["started"] < a["ended"]  # the two jobs overlapped in time
     assert all(s["threads"] == max(1, (os.cpu_count() or 1) // 2) for s in jobs.values())
-    names = [hparam_names(tmp_path / "sweep" / job) for job in jobs]
-    assert names[0] == names[1] and {"loss", "model.latent_dim", "optimizer.generator.lr"} <= names[0]
+    rows = [hparams_row(tmp_path / "sweep" / job) for job in jobs]
+    assert rows[0].keys() == rows[1].keys() and {"loss", "model.latent_dim", "optimizer.generator.lr"} <= rows[0].keys()
+    assert rows[0]["experiment"] == "default" and {r["loss"] for r in rows} == {"nonsaturating", "hinge"}
+    columns, metrics, names = hparams_dashboard(tmp_path / "sweep")  # what the table shows first
+    assert columns[0] == "loss" and metrics[:2] == ["loss/d", "loss/g"]
+    assert sorted(n.split()[0] for n in names) == ["loss=hinge", "loss=nonsaturating"]  # the swept value leads
 
 
 def test_the_submitit_local_launcher_runs_a_job(tmp_path):
@@ -146,7 +151,7 @@ def fake_job(sweep: Path, name: str, overrides: list[str], fids: list[float] | N
     OmegaConf.save(OmegaConf.create({"optimized_metric": None}), folder / ".hydra" / "config.yaml")
     write_status(folder, status="completed", started=0.0, ended=10.0, objective=None)
     with SummaryWriter(str(folder)) as writer:
-        writer.add_scalar("train/g_loss", 1.0, 100)
+        writer.add_scalar("loss/g", 1.0, 100)
         for step, fid in enumerate(fids or [], 1):
             writer.add_scalar("metrics/fid", fid, 50 * step)
     (folder / "images").mkdir()

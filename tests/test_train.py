@@ -20,7 +20,18 @@ from gan.fit import fit
 from gan.generate import Args as GenerateArgs
 from gan.generate import write
 from gan.module import LOGGED_METRICS
-from tests.helpers import DATA_ROOT, ROOT, events, generator_weights, make_cfg, optimizer_steps, quick, run_cli, write_idx
+from tests.helpers import (
+    DATA_ROOT,
+    ROOT,
+    events,
+    generator_weights,
+    hparams_dashboard,
+    make_cfg,
+    optimizer_steps,
+    quick,
+    run_cli,
+    write_idx,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +47,7 @@ def test_short_run_writes_losses_samples_and_checkpoints(short_run):
     acc = events(run_dir)
     scalars = set(acc.Tags()["scalars"])
     assert set(LOGGED_METRICS) | {"train/lr_g", "train/lr_d"} <= scalars
-    assert [e.step for e in acc.Scalars("train/d_loss")] == [3, 6, 9, 12]  # every 3rd iteration
+    assert [e.step for e in acc.Scalars("loss/d")] == [3, 6, 9, 12]  # every 3rd iteration
     assert [e.step for e in acc.Images("samples")] == [5, 10, 12]
     assert "config/text_summary" in acc.Tags()["tensors"]
     assert sorted(p.name for p in (run_dir / "images").glob("*.png")) == ["000005.png", "000010.png", "000012.png"]
@@ -45,16 +56,19 @@ def test_short_run_writes_losses_samples_and_checkpoints(short_run):
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
 
 
-def test_hparams_table_holds_the_flat_config_and_the_metric_columns(short_run):
-    from tensorboard.plugins.hparams import plugin_data_pb2
+def test_hparams_row_holds_the_headline_keys_and_the_groups_and_lets_tensorboard_pick_the_columns(short_run):
+    from tensorboard.plugins.hparams import metadata
 
     run_dir, _ = short_run
     acc = events(run_dir)
-    content = acc.SummaryMetadata("_hparams_/experiment").plugin_data.content
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
-    names = {h.name for h in experiment.hparam_infos}
-    assert {"model.latent_dim", "optimizer.generator.lr", "data.batch_size", "trainer.max_steps", "gan.d_update"} <= names
-    assert {m.name.tag for m in experiment.metric_infos} == set(LOGGED_METRICS)
+    assert "_hparams_/experiment" not in acc.Tags()["tensors"]  # one run's column list would hide the others' keys
+    session = metadata.parse_session_start_info_plugin_data(
+        acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content)
+    headline = {"model.latent_dim", "optimizer.generator.lr", "data.batch_size", "trainer.max_steps", "gan.d_update"}
+    assert headline <= set(session.hparams)
+    columns, metrics, rows = hparams_dashboard(run_dir)
+    assert metrics == ["loss/d", "loss/g", "train/d_acc", "train/d_fake", "train/d_real"]  # the losses come first
+    assert rows == [session.group_name] and len(columns) == 5
 
 
 def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(short_run, tmp_path):
@@ -64,7 +78,7 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(short_
     last = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 18
     assert sorted(p.name for p in (resumed / "images").glob("*.png")) == ["000015.png", "000018.png"]
-    assert [e.step for e in events(resumed).Scalars("train/d_loss")] == [15, 18]
+    assert [e.step for e in events(resumed).Scalars("loss/d")] == [15, 18]
 
     straight = tmp_path / "straight"
     fit(make_cfg(*quick("trainer.max_steps=18"), run_dir=straight))
@@ -76,7 +90,7 @@ def test_same_seed_gives_identical_losses_and_another_seed_does_not(mnist_root, 
     runs = {name: fit(make_cfg(*quick(f"seed={seed}", "trainer.max_steps=9"), run_dir=tmp_path / name))
             for name, seed in (("a", 1), ("b", 1), ("c", 2))}
     assert runs["a"] == runs["b"]
-    assert runs["a"]["train/g_loss"] != runs["c"]["train/g_loss"]
+    assert runs["a"]["loss/g"] != runs["c"]["loss/g"]
 
 
 @pytest.mark.parametrize("overrides, g_steps, d_steps", [
@@ -113,16 +127,17 @@ def test_cli_runs_land_in_their_own_folders_and_never_write_into_another(mnist_r
     assert first.returncode == 0, first.stderr[-2000:]
     second = run_cli("debug=fast", "trainer=cpu", "seed=7", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
-    runs = sorted(p.parent for p in (tmp_path / "outputs").glob("*/*/.hydra"))
-    assert len(runs) == 2
+    runs = sorted(p.parent for p in (tmp_path / "outputs" / "debug").glob("*/*/.hydra"))
+    assert len(runs) == 2 and [p.name for p in (tmp_path / "outputs").iterdir()] == ["debug"]  # smoke runs apart
     for run in runs:
         assert {"checkpoints", "images", ".hydra", "train.log"} <= {p.name for p in run.iterdir()}
         assert list(run.glob("events.out.tfevents.*"))
+        assert "_hparams_/session_start_info" not in events(run).Tags()["tensors"]  # not in the HParams table
     assert {yaml.safe_load((r / ".hydra" / "config.yaml").read_text())["seed"] for r in runs} == {42, 7}
     console = first.stdout + first.stderr  # what a person sees: no noise, and an ending that says where to look
     assert not any(noise in console for noise in ("GPU available", "TPU available", "💡 Tip", "FLOPs"))
     assert "Networks: G MLPGenerator (1.49 M parameters)" in console
-    assert "Run completed at iteration 20" in console and "last logged:     d_loss " in console
+    assert "Run completed at iteration 20" in console and "last logged:     loss/d " in console
     assert f"look at them:    tensorboard --logdir {runs[0]}" in console
 
     before = {p: p.read_bytes() for p in runs[0].rglob("*") if p.is_file()}
@@ -187,7 +202,7 @@ def test_health_monitor_flags_a_discriminator_that_wins_outright(action, mnist_r
         fit(cfg)
     warnings = [r.getMessage() for r in caplog.records if "D wins outright" in r.getMessage()]
     assert len(warnings) == 1  # once, not every step
-    flags = {e.step: e.value for e in events(tmp_path).Scalars("health/d_wins")}
+    flags = {e.step: e.value for e in events(tmp_path).Scalars("warnings/d_wins")}
     first = min(step for step, on in flags.items() if on)
     assert all(on == 0 for step, on in flags.items() if step < first)
     last_step = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
@@ -200,7 +215,7 @@ def test_health_monitor_flags_nonfinite_losses(mnist_root, tmp_path, caplog):
     with caplog.at_level("WARNING", logger="gan.callbacks"):
         fit(cfg)
     assert any("NaN or infinite" in r.getMessage() for r in caplog.records)
-    assert max(e.value for e in events(tmp_path).Scalars("health/nonfinite")) == 1
+    assert max(e.value for e in events(tmp_path).Scalars("warnings/nonfinite")) == 1
 
 
 def test_checkpoint_callbacks_may_share_an_interval(mnist_root, tmp_path):
@@ -272,7 +287,7 @@ def test_a_diverging_run_stops_keeps_only_finite_checkpoints_and_fails_with_stan
     text = (tmp_path / "status.json").read_text()
     status = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
     assert status["status"] == "diverged" and status["metrics"]["global_step"] < 50
-    assert status["metrics"]["train/d_loss"] in ("NaN", "Infinity", "-Infinity")
+    assert status["metrics"]["loss/d"] in ("NaN", "Infinity", "-Infinity")
     for ckpt in (tmp_path / "checkpoints").glob("*.ckpt"):
         weights = torch.load(ckpt, weights_only=True)["state_dict"]
         assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point()), ckpt.name
@@ -315,7 +330,7 @@ def test_the_ending_gives_scores_with_their_direction_and_the_best_checkpoint(tm
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "best_fid.ckpt").touch()
-    text = ending(str(tmp_path), "completed", {"global_step": 30000, "train/d_loss": 0.615, "metrics/fid": 58.31,
+    text = ending(str(tmp_path), "completed", {"global_step": 30000, "loss/d": 0.615, "metrics/fid": 58.31,
                                                 "metrics/is": 8.12, "metrics/recall": float("nan")}, 573.2)
     assert text.startswith("Run completed at iteration 30000 after 9 min 33 s.")
     assert "fid 58.31 ↓, is 8.12 ↑" in text and "recall" not in text  # a score that is not a number is left out
