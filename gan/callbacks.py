@@ -84,8 +84,9 @@ class SampleGrid(pl.Callback):
         labels = None if self.labels is None else self.labels.to(pl_module.device)
         images = pl_module.sample(self.noise.to(pl_module.device, pl_module.dtype), labels, net=pl_module.eval_generator)
         grid = make_grid(images.float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        readable(grid, f"iteration {step}").save(self.dirpath / f"{step:06d}.png")
+        if trainer.is_global_zero:  # every process draws the grid (cheap); one writes it
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            readable(grid, f"iteration {step}").save(self.dirpath / f"{step:06d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, step)
@@ -160,7 +161,8 @@ class HealthMonitor(pl.Callback):
                 key = "nonfinite_action" if name == "nonfinite" else "action"
                 stop = getattr(self, key) == "stop"
                 stopping = f" Stopping (callbacks.health.{key}=stop)." if stop else ""
-                log.warning("Training health, step %d: %s.%s", step, messages[name], stopping)
+                if trainer.is_global_zero:  # every process decides alike (their scalars are averaged); one says so
+                    log.warning("Training health, step %d: %s.%s", step, messages[name], stopping)
                 if stop:
                     trainer.should_stop = True
 

@@ -3,11 +3,10 @@
 A seed-model iteration is ~130 small kernels: launching them from Python costs far more than
 running them. Captured once, an iteration is one graph launch. What the capture holds:
 both D steps, the G step, the optimizer steps (fused Adam with `capturable=True`, the step
-count on the device), the EMA, penalties, and the noise and label draws (PyTorch's CUDA
-generator is graph-safe: each replay advances it exactly as the eager kernels would, so a
-replay draws what eager code would have drawn). The real batch is the one input: each
-iteration's images and labels are copied into the graph's static buffers before its replay
-(gathered by the index table gan/data.py draws from (seed, iteration)). BatchNorm running
+count on the device), the EMA and penalties. The inputs are the real batch (gathered by the
+index table gan/data.py draws from (seed, iteration)) and the iteration's noise, labels and
+mixing weights (gan/draws.py, drawn from (seed, iteration) too): before each replay they are
+copied into the graph's static buffers, so a replay computes what the eager iteration would. BatchNorm running
 statistics are updated in place by the replayed kernels, as in eager mode.
 
 The first `warmup` iterations run eagerly on a side stream (they count as training; they
@@ -53,6 +52,8 @@ def reason_not_to_capture(module) -> str | None:
     trainer = module.trainer
     if module.device.type != "cuda":
         return "not on a CUDA device"
+    if trainer.world_size > 1:
+        return f"{trainer.world_size} processes (their gradient all-reduce is not captured)"
     if str(trainer.precision) not in GRAPH_PRECISIONS:
         return f"trainer.precision={trainer.precision} (autocast's cast cache does not survive a capture)"
     if module.lightning_steps:
@@ -101,35 +102,38 @@ class GraphedIterations:
             log.info("Optimizer settings changed at iteration %d: capturing the iteration again.", self.module.global_step)
             self.replay = None
         for reals, labels in chunk:
+            draws = self.module.draws(self.module.global_step)
             if self.replay is None and not self.failed and self.eager_iterations >= self.warmup:
-                self._capture(reals, labels)
+                self._capture(reals, labels, draws)
             if self.replay is None:
-                outputs = self._eager(reals, labels)
+                outputs = self._eager(reals, labels, draws)
             else:
-                self.static_reals.copy_(reals)
-                self.static_labels.copy_(labels)
+                for static, value in zip((self.static_reals, self.static_labels, *self.static_draws), (reals, labels, *draws)):
+                    if static is not None:
+                        static.copy_(value)
                 outputs = self.replay()
                 self.replays += 1
             count_iteration(self.module.trainer)
         return outputs
 
-    def _eager(self, reals: torch.Tensor, labels: torch.Tensor) -> tuple:
+    def _eager(self, reals: torch.Tensor, labels: torch.Tensor, draws) -> tuple:
         """An eager iteration (a warm-up one, or any after a failed capture), on a side stream as
         capture requires of the work before it."""
         self.eager_iterations += 1
         if self.stream is None:
-            return self.module.iteration(reals, labels)
+            return self.module.iteration(reals, labels, draws)
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
-            outputs = self.module.iteration(reals, labels)
+            outputs = self.module.iteration(reals, labels, draws)
         torch.cuda.current_stream().wait_stream(self.stream)
         return outputs
 
-    def _capture(self, reals: torch.Tensor, labels: torch.Tensor) -> None:
+    def _capture(self, reals: torch.Tensor, labels: torch.Tensor, draws) -> None:
         self.static_reals, self.static_labels = reals.clone(), labels.clone()
+        self.static_draws = type(draws)(*(None if d is None else d.clone() for d in draws))
         self.settings = optimizer_settings(self.module)
         try:
-            self.replay = self.capture(lambda: self.module.iteration(self.static_reals, self.static_labels))
+            self.replay = self.capture(lambda: self.module.iteration(self.static_reals, self.static_labels, self.static_draws))
         except Exception as exc:  # an op that syncs with the host, an unsupported kernel
             self.failed = True
             log.warning("CUDA graph capture failed at iteration %d (%s: %s); training eagerly from here.",

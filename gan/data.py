@@ -50,15 +50,21 @@ class StepBatches:
     Keras example's `np.random.randint` does; `epochs` walks a fresh permutation per pass over
     the data. The iterator never ends (Lightning's epoch is the whole run; `max_steps` ends it)
     and starts at `start_step()`, asked at each `iter()`: the iteration the trainer is at.
-    `chunk_length(t)`: how many iterations the step after iteration `t` runs.
+    `chunk_length(t)`: how many iterations the step after iteration `t` runs. With several
+    processes, `batch_size` is the global batch: each draws all of it and keeps the consecutive
+    slice of its `rank` among `world` (gan/distributed.py).
     """
 
     def __init__(self, n: int, batch_size: int, batches_per_step: int, sampling: str, seed: int,
-                 start_step=lambda: 0, chunk_length=lambda t: 1):
+                 start_step=lambda: 0, chunk_length=lambda t: 1, rank: int = 0, world: int = 1):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         self.n, self.shape, self.sampling, self.seed = n, (batches_per_step, batch_size), sampling, seed
         self.start_step, self.chunk_length = start_step, chunk_length
+        if batch_size % world:
+            raise UserError(f"data.batch_size={batch_size} is the global batch, split evenly among the run's {world} "
+                            f"processes (trainer.devices x trainer.num_nodes): use a multiple of {world}.")
+        self.rows = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
         self.steps_per_epoch = n // (batch_size * batches_per_step)
         if self.steps_per_epoch < 1:
             raise UserError(f"data.batch_size={batch_size} x gan.n_critic={batches_per_step} "
@@ -82,7 +88,7 @@ class StepBatches:
         t = self.start_step()
         while True:
             k = self.chunk_length(t)
-            yield torch.stack([self.draw(s) for s in range(t, t + k)])
+            yield torch.stack([self.draw(s)[:, self.rows] for s in range(t, t + k)])
             t += k
 
 
@@ -179,6 +185,7 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
             len(self.images), self.batch_size, self.batches_per_step, self.sampling, self.seed,
             start_step=lambda: trainer.global_step,
             chunk_length=lambda t: chunk_length(t, self.cap_at(t), intervals, trainer.max_steps),
+            rank=trainer.global_rank, world=trainer.world_size,
         )
 
     def cap_at(self, step: int) -> int:

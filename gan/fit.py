@@ -14,10 +14,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gan.building import build, network_optimizer
 from gan.checkpoints import load_checkpoint, resolve_checkpoint
+from gan.distributed import cluster_plugins
 from gan.errors import UserError
 from gan.hparams import log_run_config
 from gan.metrics import TAGS as METRIC_TAGS
 from gan.module import GAN, LOGGED_METRICS
+from gan.processes import process_rank
 from gan.resume import check_resume
 from gan.schema import validate
 from gan.signals import StopOnSignal
@@ -32,6 +34,7 @@ QUIET_NOTICES = (
     "The dirpath has changed from",
     "You're resuming from a checkpoint that ended before the epoch ended",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"Checkpoint directory .* exists and is not empty",  # a requeued job continuing in its own folder
 )
 for message in QUIET_NOTICES:
     warnings.filterwarnings("ignore", message=message)
@@ -93,14 +96,22 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         del checkpoint  # Lightning reads the file again, with weights_only=True
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [StopOnSignal()]  # not optional: see gan/signals.py
+    if process_rank() == 0:  # one-off work (the metrics' feature network) before other processes start
+        for callback in callbacks:
+            if hasattr(callback, "prepare"):
+                callback.prepare(datamodule)
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)  # else Lightning adds its own
     trainer: pl.Trainer = build(cfg, "trainer", logger=loggers or False, callbacks=callbacks,
-                                enable_checkpointing=checkpointing)
-    log_run_config(loggers, cfg)
+                                enable_checkpointing=checkpointing, plugins=cluster_plugins() or None)
+    if process_rank() == 0:  # the others' loggers write nothing either
+        log_run_config(loggers, cfg)
 
     log.info("Run folder: %s", cfg.run_dir)
     log.info("Networks: G %s, D %s", size(module.generator), size(module.discriminator))
     with logging_redirect_tqdm():  # log lines print above the progress bar, not glued to its end
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)  # never unpickle code
     # The last logged scalars, and how far training got (less than max_steps when a callback stopped it).
-    return {**{k: v.item() for k, v in trainer.callback_metrics.items()}, "global_step": trainer.global_step}
+    run = {"global_step": trainer.global_step, "processes": trainer.world_size}
+    if module.replicas_identical is not None:
+        run["replicas_identical"] = module.replicas_identical
+    return {**{k: v.item() for k, v in trainer.callback_metrics.items()}, **run}

@@ -17,11 +17,13 @@ from typing import NoReturn
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
+from gan.distributed import processes_per_node
 from gan.errors import UserError
 from gan.fit import fit, objective
-from gan.signals import STOP
+from gan.processes import process_rank, requeued_into, slurm_job
+from gan.signals import STOP, requeue_after
 from gan.status import write_status
 from gan.summary import ending
 from gan.threads import auto_threads, registered
@@ -30,8 +32,9 @@ log = logging.getLogger(__name__)
 
 
 def threads(cfg: DictConfig) -> int:
-    """`threads=auto`: this machine's cores shared among the runs alive on it (gan/threads.py)."""
-    return auto_threads() if cfg.threads == "auto" else cfg.threads
+    """`threads=auto`: this machine's cores shared among the runs alive on it (gan/threads.py)
+    and among the processes of this run on this machine (trainer=ddp)."""
+    return max(1, auto_threads() // processes_per_node(cfg.trainer)) if cfg.threads == "auto" else cfg.threads
 
 
 def in_sweep() -> bool:
@@ -42,10 +45,32 @@ def diverged(metrics: dict[str, float]) -> bool:
     return not all(math.isfinite(metrics[k]) for k in ("loss/d", "loss/g") if k in metrics)
 
 
+def continue_after_requeue(cfg: DictConfig) -> None:
+    """A requeued SLURM job continues its own run from the folder's newest checkpoint."""
+    if cfg.ckpt_path is None and requeued_into(cfg.run_dir):
+        log.warning("Requeued SLURM job %s: continuing from the newest checkpoint in %s.", slurm_job(), cfg.run_dir)
+        with open_dict(cfg):
+            cfg.ckpt_path = cfg.run_dir
+
+
 def run(cfg: DictConfig) -> float | None:
     """fit(cfg) and its objective, with status.json (running, completed, stopped early by a
     callback such as the health monitor, diverged, failed, interrupted) written before and after.
     A signal ends the job as gan/signals.py says: `interrupted` and exit code 128 + its number."""
+    continue_after_requeue(cfg)
+    if process_rank() > 0:  # another process of a run that rank zero records and reports
+        for name in ("", "pytorch_lightning", "lightning_fabric"):  # Lightning's loggers have their own level
+            logging.getLogger(name).setLevel(logging.WARNING)
+        torch.set_num_threads(threads(cfg))
+        with STOP.handling():  # a signal stops it at the iteration where rank zero stops (gan/signals.py)
+            try:
+                fit(cfg)
+            except (KeyboardInterrupt, SystemExit):
+                raise SystemExit(128 + (STOP.signum or signal.SIGINT)) from None
+        if STOP.signum is not None:
+            requeue_after(STOP.signum, process_rank())
+            raise SystemExit(128 + STOP.signum)
+        return None
     with registered():
         return _run(cfg)
 
@@ -54,6 +79,8 @@ def _run(cfg: DictConfig) -> float | None:
     torch.set_num_threads(threads(cfg))
     start = time.time()
     common = {"started": start, "threads": torch.get_num_threads()}
+    if slurm_job() is not None:
+        common["slurm_job"] = slurm_job()  # a requeued job knows its folder by it
     write_status(cfg.run_dir, status="running", **common)
     with STOP.handling():
         try:
@@ -73,6 +100,7 @@ def _run(cfg: DictConfig) -> float | None:
         log.error("This job diverged (non-finite losses); the sweep gets objective %s.", cfg.failed_objective)
         value = cfg.failed_objective
     ended = time.time()
+    common.update({k: metrics.pop(k) for k in ("processes", "replicas_identical") if k in metrics})
     write_status(cfg.run_dir, status=status, ended=ended, objective=value, metrics=metrics, **common)
     log.info(ending(cfg.run_dir, status, metrics, ended - start))
     if status == "diverged" and not in_sweep():
@@ -98,4 +126,5 @@ def interrupted(cfg: DictConfig, common: dict, signum: int, metrics: dict | None
     write_status(cfg.run_dir, status="interrupted", signal=name, ended=time.time(), metrics=metrics, **common)
     where = f" at iteration {metrics['global_step']}; resume with ckpt_path={cfg.run_dir}" if metrics else ""
     log.warning("Stopped by %s%s.", name, where)
+    requeue_after(signum, 0)
     raise SystemExit(128 + signum)

@@ -18,6 +18,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
+from gan.distributed import GANDDPStrategy
+
 log = logging.getLogger(__name__)
 
 
@@ -138,7 +140,7 @@ def lightning_steps_reason(trainer: pl.Trainer) -> str | None:
     calling the torch optimizers directly does exactly what Lightning would."""
     if gradient_scaler(trainer) is not None:
         return f"trainer.precision={trainer.precision} uses a gradient scaler"
-    if trainer.world_size > 1:
+    if trainer.world_size > 1 and not isinstance(trainer.strategy, GANDDPStrategy):  # ours syncs in each network's wrapper
         return f"{type(trainer.strategy).__name__} runs on {trainer.world_size} processes"
     if users := step_hook_users(trainer):
         return f"{', '.join(users)} hook into each backward or optimizer step"

@@ -141,9 +141,12 @@ def input_gradient(output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     labels: torch.Tensor | None = None) -> torch.Tensor:
-    """E[(||grad_x D(x^)||_2 - 1)^2], x^ = e x + (1 - e) x~ with e ~ U(0, 1) per pair."""
-    eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device, dtype=real.dtype)
+                     labels: torch.Tensor | None = None, mix: torch.Tensor | None = None) -> torch.Tensor:
+    """E[(||grad_x D(x^)||_2 - 1)^2], x^ = e x + (1 - e) x~ with e ~ U(0, 1) per pair (`mix`, drawn
+    here when not given)."""
+    if mix is None:
+        mix = torch.rand(len(real), device=real.device)
+    eps = mix.to(real.dtype).view(len(real), *[1] * (real.dim() - 1))
     mixed = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     grad = input_gradient(discriminator(mixed, labels), mixed)
     return (grad.norm(2, dim=1) - 1).pow(2).mean()

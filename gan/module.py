@@ -9,7 +9,9 @@ Defaults follow the Keras reference example (`gan/gan.py` of Keras-GAN), step by
   3. With `ema_decay`, the moving average of G's weights takes one step.
 The objective is the `loss` object's (gan/losses.py; the Keras example's is NonSaturating). Conditional
 runs feed the real batch's labels to D with the reals and with the fakes made for it; G's own
-step draws its labels uniformly.
+step draws its labels uniformly. Everything random in iteration t (the noise, G's labels, the
+gradient penalty's mixing weights) is drawn before it from (seed, t) for the global batch
+(gan/draws.py), like the real batch (gan/data.py): with several processes each keeps its slice.
 `trainer.global_step` counts GAN iterations, so `max_steps`, logging, sampling and checkpoint
 intervals all count them; one training step runs a chunk of iterations that ends on the next
 such event (gan/iterations.py), which is the same as running them one step each, bit for bit.
@@ -32,6 +34,8 @@ from gan.building import build, network_optimizer
 from gan.constraints import OpenFraction, PosInt
 from gan.cuda_graphs import GraphedIterations
 from gan.data import Chunk
+from gan.distributed import replicas_identical
+from gan.draws import Draws, IterationDraws
 from gan.lightning_adapter import (
     count_iteration,
     lightning_steps_reason,
@@ -108,6 +112,9 @@ class GAN(pl.LightningModule):
         self.d_update, self.fakes_mode, self.n_critic, self.cuda_graph = d_update, fakes_mode, n_critic, cuda_graph
         self.lightning_steps: str | None = "not training"  # set at train start: why steps go through Lightning
         self.graphed: GraphedIterations | None = None
+        self.draws: IterationDraws | None = None  # set at train start: each iteration's noise from (seed, iteration)
+        self._replicas: tuple[nn.Module, nn.Module] | None = None  # G and D as several processes step them
+        self.replicas_identical: bool | None = None  # checked at train end when several processes trained
         self._ema_started = False
         self.generator_ema = None
         if ema_decay is not None:
@@ -139,11 +146,16 @@ class GAN(pl.LightningModule):
     def configure_optimizers(self):
         return self.g_optimizer(self.generator.parameters()), self.d_optimizer(self.discriminator.parameters())
 
-    def noise(self, n: int) -> torch.Tensor:
-        return self.generator.draw_noise(n, device=self.device, dtype=self.dtype)
+    def replicate(self, wrap: Callable[[nn.Module], nn.Module] | None) -> None:
+        """Have the D and G steps call `wrap(net)` of each network (gan/distributed.py wraps each in
+        DistributedDataParallel); None: the networks themselves again. Kept out of the module's
+        children, so checkpoints hold each weight once, under its own name."""
+        self._replicas = None if wrap is None else (wrap(self.generator), wrap(self.discriminator))
 
-    def random_labels(self, n: int) -> torch.Tensor | None:
-        return None if self.num_classes is None else torch.randint(self.num_classes, (n,), device=self.device)
+    @property
+    def stepped(self) -> tuple[nn.Module, nn.Module]:
+        """(G, D) as their own optimizer steps call them: through the process replicas, if any."""
+        return self._replicas or (self.generator, self.discriminator)
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, labels: torch.Tensor | None = None, training: bool = False,
@@ -160,6 +172,10 @@ class GAN(pl.LightningModule):
         Lightning hooks), unless something needs each step to go through Lightning; on a CUDA
         device, replayed from a CUDA graph where capture can work (gan/cuda_graphs.py)."""
         self.lightning_steps = lightning_steps_reason(self.trainer)
+        data = self.trainer.datamodule
+        self.draws = IterationDraws(self.generator, self.n_critic, data.batch_size, data.seed, self.device,
+                                    rank=self.trainer.global_rank, world=self.trainer.world_size,
+                                    penalty=bool(self.loss.gp_weight))
         if self.device.type == "cpu":
             for opt in self.optimizers():
                 skip_graph_capture_check(opt.optimizer)
@@ -172,21 +188,24 @@ class GAN(pl.LightningModule):
             out = self.graphed.run(chunk)
         else:
             for reals, labels in chunk:
-                out = self.iteration(reals, labels)
+                out = self.iteration(reals, labels, self.draws(self.global_step))
                 count_iteration(self.trainer)
         sync_logging_step(self.trainer)
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self.log_train_scalars(*out)
 
-    def iteration(self, reals: torch.Tensor, labels: torch.Tensor):
-        """One GAN iteration on `reals` (n_critic, batch, C, H, W) and their labels (n_critic,
-        batch): one D step per real batch, then one G step, then the EMA. Returns what
-        log_train_scalars needs. No host synchronisation, so a CUDA graph can capture it."""
+    def iteration(self, reals: torch.Tensor, labels: torch.Tensor, draws: Draws):
+        """One GAN iteration on `reals` (n_critic, batch, C, H, W), their labels (n_critic, batch)
+        and the iteration's random draws (gan/draws.py): one D step per real batch, then one G
+        step, then the EMA. Returns what log_train_scalars needs. No host synchronisation and no
+        random draw inside, so a CUDA graph can capture it."""
         assert len(reals) == self.n_critic, f"{len(reals)} real batches for n_critic={self.n_critic}"
         g_opt, d_opt = self.optimizers()
-        for real, y in zip(reals.to(self.dtype), labels):  # the images are float32; a `*-true` precision casts the nets
-            real_logits, fake_logits, penalties = self.discriminator_step(real, y if self.num_classes else None, d_opt)
-        g_loss = self.generator_step(len(reals[0]), g_opt)
+        for i, (real, y) in enumerate(zip(reals.to(self.dtype), labels)):  # float32 images; `*-true` casts the nets
+            mix = None if draws.mix is None else draws.mix[i]
+            real_logits, fake_logits, penalties = self.discriminator_step(
+                real, y if self.num_classes else None, d_opt, draws.d_noise[i].to(self.dtype), mix)
+        g_loss = self.generator_step(draws.g_noise.to(self.dtype), draws.g_labels, g_opt)
         if self.generator_ema is not None:
             self.update_ema()
         return real_logits, fake_logits, g_loss, penalties
@@ -195,50 +214,56 @@ class GAN(pl.LightningModule):
                           penalties: dict[str, torch.Tensor]) -> None:
         """Called only on the steps Lightning writes (every `log_every_n_steps`): each
         `self.log` costs about as much as a small layer's forward pass on the CPU. Logging
-        `step` puts the scalars at the iteration count, where the grids and checkpoints are."""
+        `step` puts the scalars at the iteration count, where the grids and checkpoints are.
+        With several processes each scalar is averaged over them (equal slices of the global
+        batch, so the mean of their means is the global batch's), and every process holds it."""
         g_opt, d_opt = self.optimizers()
         stats = d_statistics(real_logits, fake_logits, self.loss)
-        self.log_dict({"loss/d": stats.pop("loss/d"), "loss/g": g_loss}, prog_bar=True)
+        sync = self.trainer.world_size > 1
+        self.log_dict({"loss/d": stats.pop("loss/d"), "loss/g": g_loss}, prog_bar=True, sync_dist=sync)
         self.log_dict({
             **stats,
             **penalties,
             "train/lr_g": g_opt.param_groups[0]["lr"],
             "train/lr_d": d_opt.param_groups[0]["lr"],
             "step": float(self.global_step),
-        })
+        }, sync_dist=sync)
 
-    def discriminator_step(self, real: torch.Tensor, labels: torch.Tensor | None,
-                           d_opt) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def discriminator_step(self, real: torch.Tensor, labels: torch.Tensor | None, d_opt, z: torch.Tensor,
+                           mix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Returns D's logits on the real and fake batch, each as computed before the update
         that used it (what Keras's `train_on_batch` reports), and the penalties it added
         (`loss/r1`, `loss/gp`). R1 joins the real term; the gradient penalty, which needs
-        both batches, joins the fake term or the joint loss."""
-        fake = self.sample(self.noise(len(real)), labels, training=self.fakes_mode == "train")
+        both batches, joins the fake term or the joint loss. `z`: the fakes' noise; `mix`: the
+        penalty's mixing weights. D's own forward passes go through its process replica."""
+        fake = self.sample(z, labels, training=self.fakes_mode == "train")
+        discriminator = self.stepped[1]
         penalties: dict[str, torch.Tensor] = {}
         if self.loss.r1_gamma:
             real = real.detach().requires_grad_(True)
-        real_logits = self.discriminator(real, labels)
+        real_logits = discriminator(real, labels)
         real_loss = self.loss.d_real(real_logits)
         if self.loss.r1_gamma:
             penalties["loss/r1"] = r1_penalty(real_logits, real)
             real_loss = real_loss + self.loss.r1_gamma / 2 * penalties["loss/r1"]
         if self.d_update == "two_steps":
             self._d_step(d_opt, real_loss)
-            fake_logits = self.discriminator(fake, labels)
+            fake_logits = discriminator(fake, labels)
             loss = self.loss.d_fake(fake_logits)
         else:
-            fake_logits = self.discriminator(fake, labels)
+            fake_logits = discriminator(fake, labels)
             loss = real_loss + self.loss.d_fake(fake_logits)
         if self.loss.gp_weight:
-            penalties["loss/gp"] = gradient_penalty(self.discriminator, real, fake, labels)
+            penalties["loss/gp"] = gradient_penalty(self.discriminator, real, fake, labels, mix)
             loss = loss + self.loss.gp_weight * penalties["loss/gp"]
         self._d_step(d_opt, loss)
         return real_logits.detach(), fake_logits.detach(), {k: v.detach() for k, v in penalties.items()}
 
-    def generator_step(self, batch_size: int, g_opt) -> torch.Tensor:
-        labels = self.random_labels(batch_size)
+    def generator_step(self, z: torch.Tensor, labels: torch.Tensor | None, g_opt) -> torch.Tensor:
+        """G's step on noise `z` and labels (conditional). G runs through its process replica; D is
+        the bare, frozen network: nothing of D's is reduced or stepped here."""
         with frozen(self.discriminator):
-            loss = self.loss.g(self.discriminator(self.generator(self.noise(batch_size), labels), labels))
+            loss = self.loss.g(self.discriminator(self.stepped[0](z, labels), labels))
             self._optimizer_step(g_opt, loss)
         return loss.detach()
 
@@ -270,22 +295,19 @@ class GAN(pl.LightningModule):
             loss.backward()
             opt.step()
 
+    def on_train_end(self) -> None:
+        if self.trainer.world_size > 1:
+            self.replicas_identical = replicas_identical(self.trainer, self)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep the noise RNG so a resumed run draws what the uninterrupted run would have."""
+        """The config, so that a checkpoint alone rebuilds its generator. (No RNG state: every
+        draw comes from (seed, iteration), gan/draws.py.)"""
         checkpoint["config"] = self.config
-        checkpoint["rng_states"] = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """The noise RNG continues; the optimizers' hyper-parameters are this run's (gan/resume.py)."""
+        """The optimizers' hyper-parameters are this run's (gan/resume.py)."""
         for state, factory in zip(checkpoint.get("optimizer_states", []), (self.g_optimizer, self.d_optimizer)):
             for group in state["param_groups"]:
                 group.update({k: v for k, v in getattr(factory, "keywords", {}).items() if k in group})
                 if "capturable" in group:  # a CUDA graph run's choice; this run makes its own at train start
                     group["capturable"] = False
-        states = checkpoint.get("rng_states", {})
-        if "cpu" in states:
-            torch.set_rng_state(states["cpu"])
-        if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states["cuda"])

@@ -84,9 +84,9 @@ class Generator(nn.Module):
         self.in_dim = latent_dim + (label_dim if conditional else 0)
 
     def draw_noise(self, n: int, rng: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
-        """z ~ N(0, I) (`normal`) or U(-1, 1) (`uniform`, as DCGAN draws it). Without `rng`, drawn
-        on `device` by its own generator: on a GPU no host copy, and a CUDA graph can hold the draw."""
-        where = "cpu" if rng is not None or device is None else device
+        """z ~ N(0, I) (`normal`) or U(-1, 1) (`uniform`, as DCGAN draws it), drawn where `rng`
+        lives (else on `device` by its default generator), then moved to `device`."""
+        where = rng.device if rng is not None else device or "cpu"
         if self.noise == "normal":
             z = torch.randn(n, self.latent_dim, generator=rng, device=where)
         else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from gan.errors import UserError, stopping_hydra
+from gan.processes import process_rank, requeued_into
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ def free_job_dir(sweep_dir: str, job_num: int) -> str:
     """A job's sub-folder: its number, or the next free one when an earlier invocation of the
     same study already used it (claimed with an atomic mkdir, so parallel jobs never share)."""
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    if requeued_into(Path(sweep_dir) / str(job_num)):  # a requeued trial continues in its own folder
+        return str(job_num)
     return claim(Path(sweep_dir) / str(n) for n in itertools.count(int(job_num))).name
 
 
@@ -111,7 +115,11 @@ class RunDirGuard(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with stopping_hydra():
-            self._redirect(config, "run")
+            rank = process_rank()
+            if rank > 0:  # another process of a multi-process run: it joins the folder rank zero claims
+                self._join(config, rank)
+            else:
+                self._redirect(config, "run")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with stopping_hydra():
@@ -121,8 +129,29 @@ class RunDirGuard(Callback):
             self._redirect(config, "sweep")
 
     @staticmethod
+    def _join(config: DictConfig, rank: int, wait_s: float = 300) -> None:
+        """Rank `rank` of a run (a process Lightning started, or an srun task) writes into the folder
+        rank zero claimed: no `.hydra/` of its own, its log in `train_rank<N>.log`. The folder must
+        be named on the command line (Lightning does so for the processes it starts), or each
+        task would claim a fresh one."""
+        if not any(o.startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra):
+            raise UserError(f"This is process {rank} of a run started by your launcher (srun, torchrun): its "
+                            f"processes must share one run folder, so give it on the command line, e.g. "
+                            f"hydra.run.dir=outputs/slurm/${{SLURM_JOB_ID}} (README: Several GPUs and clusters).")
+        marker = Path(config.hydra.run.dir) / MARKERS["run"]
+        deadline = time.monotonic() + wait_s
+        while not marker.exists() and time.monotonic() < deadline:  # rank zero claims it first
+            time.sleep(0.2)
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.output_subdir = None
+            if not any(o.startswith("hydra.job.name=") for o in config.hydra.overrides.hydra):  # Lightning names its own
+                config.hydra.job.name = f"train_rank{rank}"
+
+    @staticmethod
     def _redirect(config: DictConfig, mode: str) -> None:
         wanted = Path(config.hydra[mode].dir)
+        if mode == "run" and requeued_into(wanted):  # a requeued SLURM job continues in its own folder
+            return
         claimed = next(candidate for candidate in numbered(wanted) if take(candidate, MARKERS[mode], f"hydra.{mode}.dir"))
         if claimed == wanted:
             return

@@ -25,12 +25,15 @@ from collections.abc import Iterator, Mapping
 from functools import cache
 from typing import Any, Literal
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from pydantic import TypeAdapter, ValidationError
 
 from gan.constraints import Beta, NonNegFloat, NonNegInt, PosFloat, PosInt
+from gan.distributed import problems as distributed_problems
 from gan.errors import UserError, stopping_hydra
 from gan.module import GAN
 from gan.run_options import RunOptions
@@ -46,7 +49,8 @@ LIBRARY_RULES: dict[str, dict[str, Any]] = {
     },
     "pytorch_lightning.Trainer": {
         "accelerator": Literal["cpu", "gpu", "cuda", "mps", "auto"],
-        "devices": Literal[1],  # one device: the update, the batch draws and the logging are not made for several yet
+        "devices": PosInt | Literal["auto"] | list[NonNegInt],  # more than one needs trainer=ddp (gan/distributed.py)
+        "num_nodes": PosInt,
         "precision": Literal["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"],
         "max_steps": PosInt,
         "max_epochs": Literal[-1, None],  # a run's length is max_steps GAN iterations; its data has no epochs Lightning counts
@@ -77,6 +81,8 @@ def parameters(target: str | Any) -> Parameters:
     replaced by `LIBRARY_RULES` (or Any)."""
     obj = get_object(target) if isinstance(target, str) else target
     found = Parameters()
+    if inspect.isclass(obj) and hasattr(obj, "KWARGS_GO_TO"):  # its **kwargs are another class's arguments
+        found.update({name: (Any, False) for name in inspect.signature(obj.KWARGS_GO_TO).parameters})
     classes = [c for c in obj.__mro__ if c is not object] if inspect.isclass(obj) else [obj]
     for owner in classes:
         function = owner.__init__ if inspect.isclass(owner) else owner
@@ -133,7 +139,9 @@ def problems(resolved: Mapping, raw: Mapping, known: set[str], plain: dict[str, 
         where = f"{path}.{key}" if path else key
         if key in RESERVED:
             continue
-        if takes is not None and key in takes:
+        if isinstance(value, Mapping) and "_target_" in value:  # an object built inside another (trainer.strategy)
+            yield from problems(value, raw[key], known, plain, where)
+        elif takes is not None and key in takes:
             yield from check(where, value, takes[key][0])
         elif isinstance(value, Mapping):
             # optimizer.generator / .discriminator: one network's own arguments of the group's class
@@ -182,10 +190,31 @@ class ValidateFirst(Callback):
     folder says `failed` in status.json.)"""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        task = OmegaConf.create({k: v for k, v in OmegaConf.to_container(config, resolve=False).items() if k != "hydra"})
-        task.run_dir = "<the run folder>"  # ${hydra:runtime.output_dir} exists only once Hydra made it
         with stopping_hydra():
-            validate(task)
+            validate(task_config(config))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep whose jobs cannot start their processes is refused before any job starts."""
+        lines = distributed_problems(OmegaConf.to_container(task_config(config), resolve=True), multirun=True,
+                                     launcher=config.hydra.launcher.get("_target_"))
+        if lines:
+            with stopping_hydra():
+                raise UserError(f"Invalid config: {'; '.join(lines)}.")
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    """The job's config as Hydra hands it to callbacks, without the hydra node."""
+    task = OmegaConf.create({k: v for k, v in OmegaConf.to_container(config, resolve=False).items() if k != "hydra"})
+    task.run_dir = "<the run folder>"  # ${hydra:runtime.output_dir} exists only once Hydra made it
+    return task
+
+
+def sweep_launcher() -> tuple[bool, str | None]:
+    """Whether this job is one of a sweep, and its launcher's class."""
+    if not HydraConfig.initialized():
+        return False, None
+    hydra = HydraConfig.get()
+    return hydra.mode == RunMode.MULTIRUN, hydra.launcher.get("_target_")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -203,5 +232,8 @@ def validate(cfg: DictConfig) -> None:
             found = [f"`{source}={value!r}`: {message}"] if source else []
             found.append(f"`{key}={value!r}`" + (f" (from ${{{source}}})" if source else "") + f": {message}")
         lines += [line for line in found if line not in lines]
+    if not lines:  # the distributed keys together, once each is valid alone
+        multirun, launcher = sweep_launcher()
+        lines += distributed_problems(resolved, multirun, launcher)
     if lines:
         raise UserError(f"Invalid config: {'; '.join(lines)}. Fix the value on the command line or in conf/.")

@@ -87,7 +87,7 @@ def test_shared_and_per_network_learning_rates():
         ("model.generator.hidden_dims=[]", "model.generator.hidden_dims", "at least 1"),
         ("+model.dropout=0.5", "model.dropout", "not a known key"),
         ("seed=-1", "seed", "greater than or equal to 0"),
-        ("trainer.devices=2", "trainer.devices", "input should be 1"),
+        ("trainer.devices=2", "trainer.devices", "needs trainer=ddp"),
         ("+trainer.max_epochs=2", "trainer.max_epochs", "input should be -1 or None"),
         ("callbacks.samples.nrow=0", "callbacks.samples.nrow", "greater than 0"),
         ("gan.ema_decay=1.5", "gan.ema_decay", "less than 1"),

@@ -22,6 +22,7 @@ class FixedBatches(pl.LightningDataModule):
     def __init__(self, n_critic: int = 1, batch: int = 8):
         super().__init__()
         self.shape = (n_critic, batch, 1, 28, 28)
+        self.batch_size, self.seed = batch, 0  # what the module's noise draws read (gan/draws.py)
 
     def train_dataloader(self):
         images, labels = torch.rand(100, *self.shape) * 2 - 1, torch.randint(10, (100, *self.shape[:2]))
@@ -60,7 +61,7 @@ def test_d_step_changes_only_d_and_leaves_g_batchnorm_alone(fitted):
     g_before, d_before = snapshot(fitted.generator), snapshot(fitted.discriminator)
     g_opt, d_opt = fitted.optimizers()
     fitted.generator.train()
-    fitted.discriminator_step(torch.rand(8, 1, 28, 28) * 2 - 1, None, d_opt)
+    fitted.discriminator_step(torch.rand(8, 1, 28, 28) * 2 - 1, None, d_opt, torch.randn(8, 100))
     assert changed(g_before, fitted.generator) == set()  # no weight and no BatchNorm statistic moved
     assert changed(d_before, fitted.discriminator) == set(d_before)  # every D weight and bias moved
     assert fitted.generator.training  # G is back in training mode for its own step
@@ -70,7 +71,7 @@ def test_fakes_in_train_mode_do_update_g_batchnorm_statistics():
     module = build("gan.fakes_mode=train")
     attach(module)
     g_before = snapshot(module.generator)
-    module.discriminator_step(torch.rand(8, 1, 28, 28) * 2 - 1, None, module.optimizers()[1])
+    module.discriminator_step(torch.rand(8, 1, 28, 28) * 2 - 1, None, module.optimizers()[1], torch.randn(8, 100))
     moved = changed(g_before, module.generator)
     assert moved and all("running" in k or "num_batches" in k for k in moved)
 
@@ -79,7 +80,7 @@ def test_g_step_changes_only_g_and_leaves_d_without_gradients(fitted):
     g_before, d_before = snapshot(fitted.generator), snapshot(fitted.discriminator)
     g_opt, d_opt = fitted.optimizers()
     d_opt.zero_grad(set_to_none=True)
-    fitted.generator_step(8, g_opt)
+    fitted.generator_step(torch.randn(8, 100), None, g_opt)
     assert changed(d_before, fitted.discriminator) == set()
     assert all(p.grad is None for p in fitted.discriminator.parameters())
     assert all(p.requires_grad for p in fitted.discriminator.parameters())  # unfrozen afterwards
@@ -107,17 +108,15 @@ def test_n_critic_takes_one_d_step_per_real_batch():
     assert d_opt.state[next(iter(d_opt.state))]["step"].item() == 4 * 3 * 2
 
 
-def fixed_noise(module: GAN, monkeypatch, n: int = 8) -> torch.Tensor:
-    z = torch.randn(n, module.latent_dim)
-    monkeypatch.setattr(module, "noise", lambda size: z[:size])
-    return z
+def fixed_noise(module: GAN, n: int = 8) -> torch.Tensor:
+    return torch.randn(n, module.latent_dim)
 
 
 @pytest.mark.parametrize("d_update", ["two_steps", "joint"])
 def test_d_update_uses_reals_labelled_1_and_inference_mode_fakes_labelled_0(d_update, monkeypatch):
     module = build(f"gan.d_update={d_update}")
     attach(module)
-    z, real = fixed_noise(module, monkeypatch), torch.rand(8, 1, 28, 28) * 2 - 1
+    z, real = fixed_noise(module), torch.rand(8, 1, 28, 28) * 2 - 1
     losses = []
     monkeypatch.setattr(module, "_d_step", lambda opt, loss: losses.append(loss.detach()))  # record, don't step
     module.generator.train()
@@ -127,7 +126,7 @@ def test_d_update_uses_reals_labelled_1_and_inference_mode_fakes_labelled_0(d_up
         fake_loss = bce(d(copy.deepcopy(module.generator).eval()(z)), 0.0)
         train_mode_fake_loss = bce(d(copy.deepcopy(module.generator).train()(z)), 0.0)
     assert not torch.allclose(fake_loss, train_mode_fake_loss)  # so the check below can tell the modes apart
-    module.discriminator_step(real, None, module.optimizers()[1])
+    module.discriminator_step(real, None, module.optimizers()[1], z)
     expected = [real_loss, fake_loss] if d_update == "two_steps" else [real_loss + fake_loss]
     assert len(losses) == len(expected) and all(torch.allclose(a, b) for a, b in zip(losses, expected))
 
@@ -135,12 +134,12 @@ def test_d_update_uses_reals_labelled_1_and_inference_mode_fakes_labelled_0(d_up
 def test_g_update_is_non_saturating_through_d_with_g_in_training_mode(monkeypatch):
     module = build()
     attach(module)
-    z = fixed_noise(module, monkeypatch)
+    z = fixed_noise(module)
     with torch.no_grad():
         expected = bce(module.discriminator(copy.deepcopy(module.generator).train()(z)), 1.0)
         eval_mode = bce(module.discriminator(copy.deepcopy(module.generator).eval()(z)), 1.0)
     assert not torch.allclose(expected, eval_mode)
-    assert torch.allclose(module.generator_step(8, module.optimizers()[0]), expected)
+    assert torch.allclose(module.generator_step(z, None, module.optimizers()[0]), expected)
 
 
 def test_d_statistics_are_what_the_keras_example_prints():
@@ -199,13 +198,13 @@ def test_ema_weights_follow_the_closed_form_and_copy_the_batchnorm_buffers():
 def test_gradient_penalty_joins_the_d_step_that_sees_the_fakes_with_its_weight(d_update, monkeypatch):
     module = build("loss=wgan_gp", f"gan.d_update={d_update}")
     attach(module)
-    z, real = fixed_noise(module, monkeypatch), torch.rand(8, 1, 28, 28) * 2 - 1
+    z, real = fixed_noise(module), torch.rand(8, 1, 28, 28) * 2 - 1
     losses = []
     monkeypatch.setattr(module, "_d_step", lambda opt, loss: losses.append(loss.detach()))
-    monkeypatch.setattr("gan.module.gradient_penalty", lambda d, r, f, y: torch.tensor(0.25))
+    monkeypatch.setattr("gan.module.gradient_penalty", lambda d, r, f, y, mix: torch.tensor(0.25))
     with torch.no_grad():
         real_term, fake_term = -module.discriminator(real).mean(), module.discriminator(module.sample(z)).mean() + 10 * 0.25
-    *_, penalties = module.discriminator_step(real, None, module.optimizers()[1])
+    *_, penalties = module.discriminator_step(real, None, module.optimizers()[1], z)
     expected = [real_term + fake_term] if d_update == "joint" else [real_term, fake_term]
     assert len(losses) == len(expected) and all(torch.allclose(a, b) for a, b in zip(losses, expected))
     assert penalties == {"loss/gp": 0.25}
@@ -214,11 +213,10 @@ def test_gradient_penalty_joins_the_d_step_that_sees_the_fakes_with_its_weight(d
 def test_r1_penalty_joins_the_real_term(monkeypatch):
     module = build("loss.r1_gamma=4")
     attach(module)
-    fixed_noise(module, monkeypatch)
     losses = []
     monkeypatch.setattr(module, "_d_step", lambda opt, loss: losses.append(loss.detach()))
     real = torch.rand(8, 1, 28, 28) * 2 - 1
-    *_, penalties = module.discriminator_step(real, None, module.optimizers()[1])
+    *_, penalties = module.discriminator_step(real, None, module.optimizers()[1], fixed_noise(module))
     with torch.no_grad():
         plain = bce(module.discriminator(real), 1.0)
     assert set(penalties) == {"loss/r1"} and penalties["loss/r1"] > 0
@@ -232,8 +230,9 @@ def test_conditional_steps_give_d_the_real_labels_and_g_random_ones(monkeypatch)
     forward = module.discriminator.forward
     monkeypatch.setattr(module.discriminator, "forward", lambda x, labels=None: seen.append(labels) or forward(x, labels))
     labels = torch.arange(8)
-    module.discriminator_step(torch.rand(8, 1, 28, 28) * 2 - 1, labels, module.optimizers()[1])
+    module.discriminator_step(torch.rand(8, 1, 28, 28) * 2 - 1, labels, module.optimizers()[1], fixed_noise(module))
     assert len(seen) == 2 and all(torch.equal(y, labels) for y in seen)  # reals, and the fakes made for them
-    torch.manual_seed(1)
-    module.generator_step(64, module.optimizers()[0])
-    assert seen[-1].shape == (64,) and len(seen[-1].unique()) == 10  # G draws its own labels, all classes
+    draws = module.draws(0)  # G's step draws its own labels, uniformly over all classes
+    assert draws.g_labels.shape == (8,) and len(torch.cat([module.draws(t).g_labels for t in range(20)]).unique()) == 10
+    module.generator_step(draws.g_noise, draws.g_labels, module.optimizers()[0])
+    assert torch.equal(seen[-1], draws.g_labels)

@@ -28,3 +28,29 @@ def test_a_folder_holding_files_is_left_alone(tmp_path):
     RunDirGuard().on_run_start(config)
     assert config.hydra.run.dir == str(tmp_path / "taken_1")
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["notes.txt"]
+
+
+def test_a_requeued_slurm_job_keeps_its_own_folder_and_no_other(tmp_path, monkeypatch):
+    from gan.run_folders import free_job_dir
+    from gan.status import write_status
+
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "SLURM_ARRAY_JOB_ID"):
+        monkeypatch.delenv(key, raising=False)
+    for folder, job in ((tmp_path / "run", "77"), (tmp_path / "sweep" / "3", "77_3")):
+        folder.mkdir(parents=True)
+        write_status(folder, status="interrupted", slurm_job=job)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    config = run_config(tmp_path / "run")
+    RunDirGuard().on_run_start(config)
+    assert config.hydra.run.dir == str(tmp_path / "run")  # its own earlier run: continue there
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert free_job_dir(str(tmp_path / "sweep"), 3) == "3"  # a requeued trial of a study, likewise
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")  # another job's folder is left alone
+    assert free_job_dir(str(tmp_path / "sweep"), 3) == "4"
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # not requeued: a fresh folder, as for any run
+    config = run_config(tmp_path / "run")
+    RunDirGuard().on_run_start(config)
+    assert config.hydra.run.dir == str(tmp_path / "run_1")

@@ -106,6 +106,13 @@ def test_the_slurm_launcher_config_composes_with_the_cluster_keys():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert launcher.timeout_min > 0 and launcher.gpus_per_node == 1 and launcher.cpus_per_task > 0
+    assert launcher.tasks_per_node == 1 and launcher.nodes == 1
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):  # several devices: one task per device
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert (launcher.tasks_per_node, launcher.nodes, launcher.gpus_per_node) == (4, 2, 4)
 
 
 def test_a_run_the_health_monitor_stops_is_marked_stopped(tmp_path):

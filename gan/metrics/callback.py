@@ -27,18 +27,28 @@ class EvaluateMetrics(pl.Callback):
         self.options = {"n": n, "k": k, "seed": seed, "features": features, "inception_weights": inception_weights}
         self.evaluator: Evaluator | None = None
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # Before the first iteration: a missing classifier is trained (and cached) now, not mid-run.
+    def prepare(self, datamodule) -> None:
+        """Train (or load) the feature network and the real features before the first iteration,
+        not mid-run. gan.fit calls it in rank zero before the Trainer starts any other process,
+        so no two processes of a run ever train it (and a lock keeps two runs from doing so)."""
         if self.every_n_steps and self.evaluator is None:
-            self.evaluator = Evaluator(trainer.datamodule, **self.options)
+            self.evaluator = Evaluator(datamodule, **self.options)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero:  # one process scores (here for a Trainer used without gan.fit)
+            self.prepare(trainer.datamodule)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         step = trainer.global_step
         if not self.every_n_steps or step % self.every_n_steps:
             return
         bar = trainer.progress_bar_callback
-        result = self.evaluator(pl_module.eval_generator, progress=bar is not None and bar.is_enabled)  # the EMA one if kept
-        metrics = {f"metrics/{name}": float(result[name]) for name in METRICS}
+        result = None
+        if self.evaluator is not None:  # rank zero: the replicas hold the same weights, one scoring is enough
+            result = self.evaluator(pl_module.eval_generator, progress=bar is not None and bar.is_enabled)  # EMA if kept
+            result = {name: float(result[name]) for name in METRICS}
+        result = trainer.strategy.broadcast(result, src=0)  # every process holds the same scores
+        metrics = {f"metrics/{name}": result[name] for name in METRICS}
         for logger in trainer.loggers:  # at this step, whatever trainer.log_every_n_steps is
             logger.log_metrics(metrics, step=step)
         publish_metrics(trainer, metrics)  # for the `best` checkpoint (monitor: metrics/fid) and fit()'s result

@@ -13,10 +13,12 @@ enough that noise does not land inside them).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import inspect
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -135,6 +137,25 @@ def load_or_train(
     images, labels = train_split
     image_shape = tuple(images.shape[1:])
     path = cache_dir() / f"{cache_key(dataset, image_shape, num_classes, recipe)}.pt"
+    with locked(path):  # two runs started together: one trains, the other waits and loads
+        return _load_or_train(path, dataset, images, labels, test_split, num_classes, recipe)
+
+
+@contextmanager
+def locked(path: Path):
+    """An exclusive lock on `path`'s `.lock` file (released when this process ends, whatever way)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _load_or_train(path: Path, dataset: str, images: torch.Tensor, labels: torch.Tensor,
+                   test_split: tuple[torch.Tensor, torch.Tensor], num_classes: int, recipe: Recipe) -> tuple[Classifier, float]:
+    image_shape = tuple(images.shape[1:])
     net = Classifier(image_shape, num_classes)
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)

@@ -18,11 +18,13 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 
 def quiet_metric(cls, **kwargs):
-    """A torchmetrics metric built without its warning that it keeps every feature in memory
-    (KID and IS do; here that is 10,000 small vectors, nothing for the user to act on)."""
+    """A torchmetrics metric of this process's samples alone: one process scores all of them, so
+    no gathering from the others of a distributed run (which would wait for processes that are
+    not scoring); built without its warning that it keeps every feature in memory (KID and IS do;
+    here that is 10,000 small vectors, nothing for the user to act on)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Metric `.*` will save all extracted features in buffer")
-        return cls(**kwargs)
+        return cls(sync_on_compute=False, **kwargs)
 
 
 class Precomputed(nn.Identity):
@@ -34,7 +36,7 @@ class Precomputed(nn.Identity):
 
 
 def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
-    metric = FrechetInceptionDistance(feature=Precomputed(real.shape[1]))
+    metric = quiet_metric(FrechetInceptionDistance, feature=Precomputed(real.shape[1]))
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     return metric.compute().item()
