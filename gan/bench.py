@@ -36,6 +36,7 @@ from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
 from gan import resolvers
+from gan.data import to_unit
 from gan.fit import fit
 from gan.lightning_adapter import skip_graph_capture_check
 from gan.module import GAN
@@ -152,7 +153,7 @@ def hand_setup(model: str, device: str, *overrides: str):
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    step = hand_loop(module, datamodule.images.to(device), cfg.data.batch_size)
+    step = hand_loop(module, to_unit(datamodule.images.to(device)), cfg.data.batch_size)
     step()  # creates the optimizer state, so the count below is a steady-state iteration
     with FlopCounterMode(display=False) as counter:
         step()

@@ -23,6 +23,8 @@ def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as exc:
+        if isinstance(exc.__cause__, UserError):  # the constructor's own one-paragraph message
+            raise exc.__cause__ from None
         cause = " ".join(str(exc.__cause__ if exc.__cause__ is not None else exc).split())
         hint = ""
         if key == "trainer" and any(word in cause.lower() for word in ("accelerator", "gpu", "cuda", "mps")):

@@ -37,12 +37,22 @@ def readable(grid: torch.Tensor, caption: str, width: int = 600) -> Image.Image:
     return canvas
 
 
+MAX_GRID_WIDTH = 1024  # pixels: larger images get fewer columns (5 of 64x64, 4 of 256x256, 2 of 512x512)
+MAX_CLASS_ROWS = 10  # a conditional grid shows the first 10 classes, one row each
+
+
+def grid_columns(nrow: int, side: int) -> int:
+    """How many images a grid row holds: `nrow`, unless that would be wider than MAX_GRID_WIDTH."""
+    return max(2, min(nrow, MAX_GRID_WIDTH // side))
+
+
 class SampleGrid(pl.Callback):
     """An nrow x nrow grid of G(z) for one *fixed* noise batch, every `every_n_steps` GAN
     iterations and at the end: TensorBoard image `samples` (as generated) and
     `<dirpath>/<step, 6 digits>.png` (enlarged, with the iteration written on it).
-    A conditional generator gets one row per class instead, `nrow` samples wide, the same
-    noise down each column. The EMA generator draws it when the run keeps one.
+    A conditional generator gets one row per class instead (the first 10), `nrow` samples wide,
+    the same noise down each column. Large images get fewer columns (`grid_columns`). The EMA
+    generator draws it when the run keeps one.
 
     The noise comes from its own generator seeded by `seed` (so it does not shift the
     training noise) and is saved in checkpoints, so a resumed run keeps drawing the same grid.
@@ -55,8 +65,10 @@ class SampleGrid(pl.Callback):
         self._last_written = -1
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.nrow = grid_columns(self.nrow, pl_module.generator.out_shape[-1])
         classes = pl_module.num_classes
         if classes is not None:
+            classes = min(classes, MAX_CLASS_ROWS)
             self.labels = torch.arange(classes).repeat_interleave(self.nrow)
         if self.noise is None:
             rng = torch.Generator().manual_seed(self.seed)

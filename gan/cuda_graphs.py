@@ -4,7 +4,7 @@ A seed-model iteration is ~130 small kernels: launching them from Python costs f
 running them. Captured once, an iteration is one graph launch. What the capture holds:
 both D steps, the G step, the optimizer steps (fused Adam with `capturable=True`, the step
 count on the device), the EMA and penalties. The inputs are the real batch (gathered by the
-index table gan/data.py draws from (seed, iteration)) and the iteration's noise, labels and
+index table gan/data/batches.py draws from (seed, iteration)) and the iteration's noise, labels and
 mixing weights (gan/draws.py, drawn from (seed, iteration) too): before each replay they are
 copied into the graph's static buffers, so a replay computes what the eager iteration would. BatchNorm running
 statistics are updated in place by the replayed kernels, as in eager mode.

@@ -10,7 +10,7 @@ network all-reduces exactly the gradients its step uses, overlapped with that ba
 the G step calls the bare D (frozen, nothing to reduce) so D's wrapper is only armed by D steps.
 
 The batch and the noise stay global: iteration t draws `data.batch_size` indices and the noise
-for them from (seed, t), and each process keeps its consecutive slice (gan/data.py,
+for them from (seed, t), and each process keeps its consecutive slice (gan/data/batches.py,
 gan/draws.py), so W processes train on what one would. BatchNorm normalises each process's
 slice unless `trainer.sync_batchnorm=true` (CUDA only: torch's SyncBatchNorm has no CPU kernel).
 """

@@ -2,7 +2,7 @@
 
 Iteration t's noise, G's labels and the gradient penalty's mixing weights come from a
 generator seeded by (seed, t), at the size of the global batch (`data.batch_size`); each process
-keeps its own rows, as it keeps its rows of the real batch (gan/data.py draws the indices the
+keeps its own rows, as it keeps its rows of the real batch (gan/data/batches.py draws the indices the
 same way). So a run on W processes trains on exactly the data and noise of a run on one, a
 resumed run draws what the uninterrupted run would have (whatever the number of processes or
 the iterations per step), and nothing depends on how many draws came before.
@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-NOISE_STREAM = 1  # (the batch indices use their own seeding, gan/data.py)
+NOISE_STREAM = 1  # (the batch indices use their own seeding, gan/data/batches.py)
 
 
 def stream_seed(seed: int, t: int, stream: int) -> int:

@@ -1,4 +1,4 @@
-"""Score a checkpoint (or a run folder's last one) against the dataset's test split.
+"""Score a checkpoint (or a run folder's last one) against the dataset's test split (a folder's held-out images).
 
 Prints a table of the metrics and of the real-data floor (the training split against the test
 split), then one line of JSON with the keys fid, kid, is, precision, recall, modes_covered,
@@ -23,7 +23,7 @@ from gan.metrics.evaluator import Evaluator
 @dataclass
 class Args:
     ckpt: str = "???"  # a .ckpt file, or a run folder (its checkpoints/last.ckpt)
-    n: int = 10_000  # generated samples, scored against the 10,000 test images
+    n: int = 10_000  # generated samples, scored against the test split (MNIST: 10,000 images)
     k: int = 3  # neighbours for precision and recall
     best: bool = False  # with a run folder: its best-FID checkpoint instead of last.ckpt
     seed: int = 0  # the evaluation noise
@@ -35,7 +35,7 @@ class Args:
 def table(rows: dict[str, dict[str, float]]) -> str:
     names = list(rows)
     lines = [f"{'metric':<14}" + "".join(f"{name:>14}" for name in names)]
-    for metric in METRICS:
+    for metric in (m for m in METRICS if m in rows[names[0]]):
         lines.append(f"{metric:<14}" + "".join(f"{rows[name][metric]:>14.4g}" for name in names))
     return "\n".join(lines)
 
@@ -56,11 +56,16 @@ def check(args: Args) -> None:
 def evaluate(args: Args) -> dict:
     check(args)
     generator, cfg, ckpt = load_generator(args.ckpt, args.best, args.ema)
-    evaluator = Evaluator(instantiate(cfg.data), n=args.n, k=args.k, seed=args.seed,
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()  # a missing dataset is named here
+    evaluator = Evaluator(datamodule, n=args.n, k=args.k, seed=args.seed,
                           features=args.features, inception_weights=args.inception_weights)
     result = evaluator(generator)
     result["floor"] = evaluator.floor()
-    print(f"{ckpt}: {args.n} samples against the test split (feature classifier: {100 * evaluator.accuracy:.2f}% test accuracy)")
+    accuracy = "" if evaluator.accuracy is None else f" (feature classifier: {100 * evaluator.accuracy:.2f}% test accuracy)"
+    print(f"{ckpt}: {args.n} samples against the test split{accuracy}")
+    if evaluator.missing:
+        print(f"Note: {evaluator.missing}.")
     print(table({"generated": result, "real floor": result["floor"]}))
     return result
 

@@ -8,7 +8,7 @@ import warnings
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -17,7 +17,7 @@ from gan.checkpoints import load_checkpoint, resolve_checkpoint
 from gan.distributed import cluster_plugins
 from gan.errors import UserError
 from gan.hparams import log_run_config
-from gan.metrics import TAGS as METRIC_TAGS
+from gan.metrics import available
 from gan.module import GAN, LOGGED_METRICS
 from gan.processes import process_rank
 from gan.resume import check_resume
@@ -71,31 +71,46 @@ def size(net: torch.nn.Module) -> str:
     return f"{type(net).__name__} ({sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters)"
 
 
-def metric_tags(cfg: DictConfig) -> tuple[str, ...]:
-    """The scalars a run reports at its end: its HParams columns and what `optimized_metric` may name."""
-    return LOGGED_METRICS + (METRIC_TAGS if cfg.eval_every else ())
+def metric_tags(cfg: DictConfig, labelled: bool = True) -> tuple[str, ...]:
+    """The scalars a run reports at its end: its HParams columns and what `optimized_metric` may name
+    (a dataset without labels allows fewer metrics: gan.metrics.available)."""
+    if not cfg.eval_every:
+        return LOGGED_METRICS
+    names, _ = available(labelled, OmegaConf.select(cfg, "callbacks.metrics.features", default="classifier"))
+    return LOGGED_METRICS + tuple(f"metrics/{name}" for name in names)
 
 
 def fit(cfg: DictConfig) -> dict[str, float]:
     validate(cfg)
-    tags = metric_tags(cfg)
+    # One real batch per D step; the iterations of one training step drawn together.
+    datamodule = build(cfg, "data", batches_per_step=cfg.gan.n_critic, iterations_per_step=cfg.iterations_per_step)
+    tags = metric_tags(cfg, datamodule.labelled)
     if cfg.optimized_metric is not None and cfg.optimized_metric not in tags:
-        raise UserError(f"optimized_metric={cfg.optimized_metric} is not reported by this run; it reports {', '.join(tags)}"
-                        + ("" if cfg.eval_every else " (metrics/* need eval_every > 0)") + ".")
+        features = OmegaConf.select(cfg, "callbacks.metrics.features", default="classifier")
+        why = " (metrics/* need eval_every > 0)" if not cfg.eval_every else "" if datamodule.labelled else \
+            f" ({available(False, features)[1]})"
+        raise UserError(f"optimized_metric={cfg.optimized_metric} is not reported by this run; it reports "
+                        f"{', '.join(tags)}{why}.")
     check_optimizers(cfg)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None  # an unsafe file or no checkpoint stops here
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    # One real batch per D step; the iterations of one training step drawn together.
-    datamodule = instantiate(cfg.data, batches_per_step=cfg.gan.n_critic, iterations_per_step=cfg.iterations_per_step)
-    datamodule.prepare_data()  # a missing dataset stops the run here, before anything is built
+    datamodule.prepare_data()  # a missing dataset stops the run here, before anything is built (a folder: decoded once)
+    with open_dict(cfg):  # a folder's classes are its sub-folders: the networks size their label embeddings from them
+        cfg.data.num_classes = datamodule.num_classes
+    if cfg.model.conditional and datamodule.num_classes is None:
+        raise UserError("model.conditional=true needs class labels, and this data has none (data.labels=none): use "
+                        "data.labels=folders with one sub-folder per class, or model.conditional=false.")
     module = GAN.from_config(cfg)
     if checkpoint is not None:
         check_resume(cfg, checkpoint, module, ckpt_path)
         del checkpoint  # Lightning reads the file again, with weights_only=True
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [StopOnSignal()]  # not optional: see gan/signals.py
+    # A checkpoint kept on a metric this data does not have (best_fid.ckpt without labels) would never be written.
+    missing = set(metric_tags(cfg)) - set(tags)
+    callbacks = [c for c in callbacks if getattr(c, "monitor", None) not in missing]
     if process_rank() == 0:  # one-off work (the metrics' feature network) before other processes start
         for callback in callbacks:
             if hasattr(callback, "prepare"):

@@ -11,7 +11,7 @@ The objective is the `loss` object's (gan/losses.py; the Keras example's is NonS
 runs feed the real batch's labels to D with the reals and with the fakes made for it; G's own
 step draws its labels uniformly. Everything random in iteration t (the noise, G's labels, the
 gradient penalty's mixing weights) is drawn before it from (seed, t) for the global batch
-(gan/draws.py), like the real batch (gan/data.py): with several processes each keeps its slice.
+(gan/draws.py), like the real batch (gan/data/batches.py): with several processes each keeps its slice.
 `trainer.global_step` counts GAN iterations, so `max_steps`, logging, sampling and checkpoint
 intervals all count them; one training step runs a chunk of iterations that ends on the next
 such event (gan/iterations.py), which is the same as running them one step each, bit for bit.
@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from gan.building import build, network_optimizer
 from gan.constraints import OpenFraction, PosInt
 from gan.cuda_graphs import GraphedIterations
-from gan.data import Chunk
+from gan.data import Chunk, to_unit
 from gan.distributed import replicas_identical
 from gan.draws import Draws, IterationDraws
 from gan.lightning_adapter import (
@@ -195,12 +195,13 @@ class GAN(pl.LightningModule):
             self.log_train_scalars(*out)
 
     def iteration(self, reals: torch.Tensor, labels: torch.Tensor, draws: Draws):
-        """One GAN iteration on `reals` (n_critic, batch, C, H, W), their labels (n_critic, batch)
-        and the iteration's random draws (gan/draws.py): one D step per real batch, then one G
-        step, then the EMA. Returns what log_train_scalars needs. No host synchronisation and no
-        random draw inside, so a CUDA graph can capture it."""
+        """One GAN iteration on `reals` (n_critic, batch, C, H, W; uint8 pixels or floats in
+        [-1, 1]), their labels (n_critic, batch) and the iteration's random draws (gan/draws.py):
+        one D step per real batch, then one G step, then the EMA. Returns what log_train_scalars
+        needs. No host synchronisation and no random draw inside, so a CUDA graph can capture it."""
         assert len(reals) == self.n_critic, f"{len(reals)} real batches for n_critic={self.n_critic}"
         g_opt, d_opt = self.optimizers()
+        reals = to_unit(reals) if reals.dtype == torch.uint8 else reals  # the datasets' pixels, scaled to [-1, 1] here
         for i, (real, y) in enumerate(zip(reals.to(self.dtype), labels)):  # float32 images; `*-true` casts the nets
             mix = None if draws.mix is None else draws.mix[i]
             real_logits, fake_logits, penalties = self.discriminator_step(

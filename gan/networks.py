@@ -74,13 +74,13 @@ class Generator(nn.Module):
     """What every generator shares: its noise and, when conditional, its label embedding."""
 
     def __init__(self, latent_dim: PosInt, noise: Literal[NOISES] = "normal", conditional: bool = False,
-                 num_classes: PosInt = 10, label_dim: PosInt = 10):
+                 num_classes: PosInt | None = 10, label_dim: PosInt = 10):
         super().__init__()
         if noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
         self.latent_dim, self.noise = latent_dim, noise
         self.num_classes = num_classes if conditional else None
-        self.embed = label_embedding(conditional, num_classes, label_dim)
+        self.embed = label_embedding(conditional, num_classes or 0, label_dim)
         self.in_dim = latent_dim + (label_dim if conditional else 0)
 
     def draw_noise(self, n: int, rng: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
@@ -102,8 +102,8 @@ class Discriminator(nn.Module):
     """body(x) -> features h -> linear head; with `projection` the logit also gets
     <embed(y), h>; with `concat` the label embedding joins the input (`join`)."""
 
-    def __init__(self, conditional: bool = False, num_classes: PosInt = 10, conditioning: Literal[CONDITIONINGS] = "concat",
-                 label_dim: PosInt = 10):
+    def __init__(self, conditional: bool = False, num_classes: PosInt | None = 10,
+                 conditioning: Literal[CONDITIONINGS] = "concat", label_dim: PosInt = 10):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")

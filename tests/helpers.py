@@ -96,3 +96,67 @@ def hparams_dashboard(logdir: Path) -> tuple[list[str], list[str], list[str]]:
     groups = list_session_groups.Handler(request, backend, "", api_pb2.ListSessionGroupsRequest(
         start_index=0, slice_size=1000, allowed_statuses=list(api_pb2.Status.values()))).run()
     return columns, metrics, [g.name for g in groups.session_groups]
+
+
+def write_image_folder(root: Path, per_class: int = 40, classes: tuple[str, ...] = ("red", "green", "blue")) -> dict[str, int]:
+    """A folder as users bring them: one sub-folder per class (nested one level deeper for half of
+    the files), images of mixed sizes, formats (PNG, JPEG, WebP) and modes (RGB, grey, RGBA, palette,
+    16-bit grey), plus files that are not images or are broken. Class k is drawn mostly in colour
+    channel k, so a classifier can tell the classes apart. Returns counts of what was written."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sizes = [(40, 40), (64, 48), (30, 50), (100, 70)]
+    formats = [("RGB", ".png"), ("RGB", ".jpg"), ("RGB", ".webp"), ("L", ".png"), ("RGBA", ".png"), ("P", ".png"),
+               ("I;16", ".png"), ("L", ".jpg")]
+    grey = 0
+    for k, name in enumerate(classes):
+        for i in range(per_class):
+            width, height = sizes[i % len(sizes)]
+            pixels = rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
+            y, x = rng.integers(0, height // 2), rng.integers(0, width // 2)
+            pixels[y : y + height // 2, x : x + width // 2, k] = 255  # a bright block in the class's channel
+            mode, suffix = formats[i % len(formats)]
+            image = Image.fromarray(pixels, "RGB")
+            if mode in ("L", "I;16"):
+                grey += 1
+                image = image.convert("L")
+                if mode == "I;16":
+                    image = Image.fromarray(np.asarray(image).astype(np.uint16) * 257)
+            elif mode != "RGB":
+                image = image.convert(mode)
+            folder = root / name / ("deeper" if i % 2 else "")
+            folder.mkdir(parents=True, exist_ok=True)
+            image.save(folder / f"{i:03d}{suffix}")
+    (root / classes[0] / "truncated.png").write_bytes((root / classes[0] / "000.png").read_bytes()[:200])
+    (root / classes[1] / "not_an_image.jpg").write_text("hello")
+    (root / classes[2] / "empty.webp").write_bytes(b"")
+    (root / classes[0] / "notes.txt").write_text("not an image, ignored")
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "thumb.png").write_bytes((root / classes[0] / "000.png").read_bytes())
+    return {"images": per_class * len(classes), "broken": 3, "grey": grey, "other": 1}
+
+
+def write_fake_cifar10(root: Path, train_per_batch: int = 100, test: int = 200) -> None:
+    """CIFAR-10's python version in miniature (cifar-10-batches-py/ with its six pickled batches),
+    class k drawn mostly in one colour channel with a class-dependent stripe, so it can be learnt."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    def batch(n: int) -> dict:
+        labels = rng.integers(0, 10, size=n)
+        images = rng.integers(0, 60, size=(n, 3, 32, 32), dtype=np.uint8)
+        for i, k in enumerate(labels):
+            images[i, k % 3, :, 3 * k : 3 * k + 3] = 255
+        return {"data": images.reshape(n, 3072), "labels": labels.tolist(), "batch_label": "fake"}
+
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch(test if name == "test_batch" else train_per_batch), f, protocol=2)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                     "truck"]}, f, protocol=2)
+

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 
 from gan.constraints import Count, NonNegInt, PosInt
 from gan.lightning_adapter import publish_metrics
-from gan.metrics import BETTER, METRICS
+from gan.metrics import BETTER, METRICS, available
 from gan.metrics.evaluator import Evaluator
 from gan.metrics.inception import InceptionFeatures
 
@@ -26,31 +26,44 @@ class EvaluateMetrics(pl.Callback):
             InceptionFeatures.check(inception_weights)  # before the Trainer exists, not at the first evaluation
         self.options = {"n": n, "k": k, "seed": seed, "features": features, "inception_weights": inception_weights}
         self.evaluator: Evaluator | None = None
+        self.names: tuple[str, ...] = METRICS  # what the data allows (gan.metrics.available)
+        self.prepared = False
 
     def prepare(self, datamodule) -> None:
         """Train (or load) the feature network and the real features before the first iteration,
         not mid-run. gan.fit calls it in rank zero before the Trainer starts any other process,
-        so no two processes of a run ever train it (and a lock keeps two runs from doing so)."""
-        if self.every_n_steps and self.evaluator is None:
+        so no two processes of a run ever train it (and a lock keeps two runs from doing so).
+        Says once, in the log, which metrics this data cannot have and why."""
+        if not self.every_n_steps or self.prepared:
+            return
+        self.prepared = True
+        self.names, missing = available(datamodule.labelled, self.options["features"])
+        if missing:
+            log.warning("Metrics: %s.", missing)
+        if self.names:
             self.evaluator = Evaluator(datamodule, **self.options)
+            if self.evaluator.accuracy is not None:
+                log.info("Feature classifier of %s: %.2f%% accuracy on its held-out images", datamodule.name,
+                         100 * self.evaluator.accuracy)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.names, _ = available(trainer.datamodule.labelled, self.options["features"])  # every process
         if trainer.is_global_zero:  # one process scores (here for a Trainer used without gan.fit)
             self.prepare(trainer.datamodule)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         step = trainer.global_step
-        if not self.every_n_steps or step % self.every_n_steps:
+        if not self.every_n_steps or step % self.every_n_steps or not self.names:
             return
         bar = trainer.progress_bar_callback
         result = None
         if self.evaluator is not None:  # rank zero: the replicas hold the same weights, one scoring is enough
             result = self.evaluator(pl_module.eval_generator, progress=bar is not None and bar.is_enabled)  # EMA if kept
-            result = {name: float(result[name]) for name in METRICS}
+            result = {name: float(result[name]) for name in self.names}
         result = trainer.strategy.broadcast(result, src=0)  # every process holds the same scores
-        metrics = {f"metrics/{name}": result[name] for name in METRICS}
+        metrics = {f"metrics/{name}": result[name] for name in self.names}
         for logger in trainer.loggers:  # at this step, whatever trainer.log_every_n_steps is
             logger.log_metrics(metrics, step=step)
         publish_metrics(trainer, metrics)  # for the `best` checkpoint (monitor: metrics/fid) and fit()'s result
         log.info("step %d: %s  (↑ higher is better, ↓ lower)", step,
-                 ", ".join(f"{name} {result[name]:.4g} {BETTER[name]}" for name in METRICS))
+                 ", ".join(f"{name} {result[name]:.4g} {BETTER[name]}" for name in self.names))

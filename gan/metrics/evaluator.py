@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from gan.errors import UserError
+from gan.metrics import available
 from gan.metrics.extractor import cache_dir, classifier_for, datamodule_key, save_atomically
 from gan.metrics.inception import InceptionFeatures
 from gan.metrics.scores import kth_neighbour_distance, score
@@ -26,14 +29,22 @@ class Evaluator:
                  features: str = "classifier", inception_weights: str | None = None):
         if features not in ("classifier", "inception"):
             raise ValueError(f"features must be classifier or inception, got {features!r}")
+        self.names, self.missing = available(datamodule.labelled, features)  # what this data allows
+        if not self.names:
+            raise UserError(self.missing[0].upper() + self.missing[1:] + ".")
         self.inception = InceptionFeatures(inception_weights) if features == "inception" else None
-        self.net, self.accuracy = classifier_for(datamodule)  # mode coverage needs the dataset's classes either way
+        # The dataset's classifier: the features (features=classifier) and mode coverage need one.
+        self.net, self.accuracy = classifier_for(datamodule) if datamodule.labelled else (None, None)
         self.datamodule, self.n, self.k, self.seed = datamodule, n, k, seed
         self.key = datamodule_key(datamodule) + ("" if self.inception is None else f"-inception-{Path(inception_weights).name}")
-        self.real = self.reference(datamodule.split(train=False)[0])
+        test_images = datamodule.split(train=False)[0]
+        if len(test_images) <= k + 1:
+            raise UserError(f"The metrics score against the held-out images, and {datamodule.name} has {len(test_images)}: "
+                            f"precision and recall need more than k+1={k + 1} (raise data.holdout, or add images).")
+        self.real = self.reference(test_images)
 
     def reference(self, test_images: torch.Tensor) -> dict[str, torch.Tensor]:
-        digest = hashlib.sha256(test_images.numpy().tobytes()).hexdigest()[:16]
+        digest = hashlib.sha256(np.ascontiguousarray(test_images.numpy())).hexdigest()[:16]
         path = cache_dir() / f"{self.key}-test-{digest}-k{self.k}.pt"
         if path.exists():
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -43,10 +54,10 @@ class Evaluator:
         return real
 
     def features(self, images: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-        own = self.net.to(device).features(images)
+        own = None if self.net is None else self.net.to(device).features(images)
         if self.inception is None:
             return own
-        return {**self.inception.features(images), "class_logits": own["class_logits"]}
+        return {**self.inception.features(images), **({} if own is None else {"class_logits": own["class_logits"]})}
 
     def __call__(self, generator: nn.Module, progress: bool = False) -> dict[str, float]:
         """Conditional generators are scored on the classes in equal shares. `progress`: a bar

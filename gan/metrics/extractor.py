@@ -13,12 +13,9 @@ enough that noise does not land inside them).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import inspect
 import logging
-import os
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from gan.cache import cache_dir, locked, save_atomically  # noqa: F401  (the metrics' cache)
+from gan.data.batches import to_unit
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +41,21 @@ class Recipe:
 
 
 class Classifier(nn.Module):
-    """conv5(32) -> pool -> conv5(64) -> pool -> [conv features] -> fc(128) -> [hidden] -> fc(classes)."""
+    """[conv5 -> ReLU -> pool] x stages (32, 64, 128... channels) -> [conv features] -> fc(128) ->
+    [hidden] -> fc(classes). Two stages for 28x28 and 32x32 images, one more per doubling above, so
+    the last feature map stays at most 8x8 whatever the image size."""
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int):
         super().__init__()
         channels, height, width = image_shape
-        self.conv = nn.Sequential(
-            nn.Conv2d(channels, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        )
-        self.hidden = nn.Sequential(nn.Linear(64 * (height // 4) * (width // 4), 128), nn.ReLU())
+        stages = 2
+        while min(height, width) >> stages > 8:
+            stages += 1
+        layers: list[nn.Module] = []
+        for i in range(stages):
+            layers += [nn.Conv2d(channels if i == 0 else 32 << (i - 1), 32 << i, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)]
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+        self.hidden = nn.Sequential(nn.Linear((32 << (stages - 1)) * (height >> stages) * (width >> stages), 128), nn.ReLU())
         self.head = nn.Linear(128, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,11 +63,12 @@ class Classifier(nn.Module):
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
-        """`conv`, `hidden` and `logits` (also as `class_logits`) of images in [-1, 1], on the CPU."""
+        """`conv`, `hidden` and `logits` (also as `class_logits`) of images (uint8, or floats in
+        [-1, 1]), a batch at a time, returned on the CPU."""
         device = next(self.parameters()).device
         out: dict[str, list[torch.Tensor]] = {"conv": [], "hidden": [], "logits": []}
         for chunk in images.split(batch_size):
-            conv = self.conv(chunk.to(device, torch.float32))
+            conv = self.conv(as_input(chunk.to(device)))
             hidden = self.hidden(conv)
             for name, value in (("conv", conv), ("hidden", hidden), ("logits", self.head(hidden))):
                 out[name].append(value.cpu())
@@ -70,17 +76,9 @@ class Classifier(nn.Module):
         return {**features, "class_logits": features["logits"]}
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("GAN_CACHE_DIR", Path.home() / ".cache" / "gan")).expanduser()
-
-
-def save_atomically(obj, path: Path) -> None:
-    """torch.save to `path` through a temporary file of this process, then a rename: a half-written
-    file is never read from the cache, and two runs filling it at once do not mix their bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+def as_input(images: torch.Tensor) -> torch.Tensor:
+    """float32 in [-1, 1]: datasets hold uint8 pixels, generators return floats."""
+    return to_unit(images) if images.dtype == torch.uint8 else images.float()
 
 
 def cache_key(dataset: str, image_shape: tuple[int, ...], num_classes: int, recipe: Recipe) -> str:
@@ -100,7 +98,7 @@ def fit(net: Classifier, images: torch.Tensor, labels: torch.Tensor, recipe: Rec
         batches = order[: len(order) // recipe.batch_size * recipe.batch_size].view(-1, recipe.batch_size)
         for idx in tqdm(batches, desc=f"feature classifier, epoch {epoch + 1}/{recipe.epochs}", leave=False):
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(net(images[idx]), labels[idx]).backward()
+            F.cross_entropy(net(as_input(images[idx])), labels[idx]).backward()
             optimizer.step()
             schedule.step()
     net.eval()
@@ -116,12 +114,12 @@ def accuracy(net: Classifier, images: torch.Tensor, labels: torch.Tensor) -> flo
 
 def datamodule_key(datamodule, recipe: Recipe = Recipe()) -> str:
     """The cache key of a datamodule's classifier (and of what is cached beside it)."""
-    return cache_key(datamodule.dataset_class.__name__, datamodule.image_shape, datamodule.num_classes, recipe)
+    return cache_key(datamodule.name, datamodule.image_shape, datamodule.num_classes, recipe)
 
 
 def classifier_for(datamodule, recipe: Recipe = Recipe()) -> tuple[Classifier, float]:
-    """The feature classifier of a labelled datamodule (gan/data.py), trained on its training split."""
-    return load_or_train(datamodule.dataset_class.__name__, datamodule.split(train=True),
+    """The feature classifier of a labelled datamodule (gan/data/), trained on its training split."""
+    return load_or_train(datamodule.name, datamodule.split(train=True),
                          datamodule.split(train=False), datamodule.num_classes, recipe)
 
 
@@ -139,18 +137,6 @@ def load_or_train(
     path = cache_dir() / f"{cache_key(dataset, image_shape, num_classes, recipe)}.pt"
     with locked(path):  # two runs started together: one trains, the other waits and loads
         return _load_or_train(path, dataset, images, labels, test_split, num_classes, recipe)
-
-
-@contextmanager
-def locked(path: Path):
-    """An exclusive lock on `path`'s `.lock` file (released when this process ends, whatever way)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _load_or_train(path: Path, dataset: str, images: torch.Tensor, labels: torch.Tensor,

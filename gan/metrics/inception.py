@@ -42,10 +42,12 @@ class InceptionFeatures:
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch_size: int = 100) -> dict[str, torch.Tensor]:
-        """The 2048-d pool features (FID, KID, precision/recall) and the 1008-way logits (IS)."""
+        """Of uint8 images or floats in [-1, 1]: the 2048-d pool features (FID, KID, precision/recall)
+        and the 1008-way logits (IS)."""
         pool, logits = [], []
         for chunk in images.split(batch_size):
-            rgb = ((chunk.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1)
+            pixels = chunk if chunk.dtype == torch.uint8 else ((chunk.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            rgb = pixels.expand(-1, 3, -1, -1)  # grey repeated; colour as it is
             a, b = self.net(rgb)
             pool.append(a)
             logits.append(b)

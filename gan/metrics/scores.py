@@ -102,20 +102,19 @@ def mode_coverage(logits: torch.Tensor) -> tuple[torch.Tensor, int, float]:
 def score(real: dict[str, torch.Tensor], fake: dict[str, torch.Tensor], k: int = 3,
           device: torch.device | str = "cpu") -> dict[str, float]:
     """Every metric between two feature sets: `hidden` for FID and KID, `conv` for precision and
-    recall, `logits` for IS, and `class_logits` (the dataset classifier's) for mode coverage.
-    `real` may hold `radii_k<k>`, its k-NN distances (Evaluator keeps them); precision and
-    recall, the costly part, run on `device`."""
+    recall, `logits` for IS, and `class_logits` (the dataset classifier's, when the data has
+    classes) for mode coverage. `real` may hold `radii_k<k>`, its k-NN distances (Evaluator keeps
+    them); precision and recall, the costly part, run on `device`."""
     radii = real.get(f"radii_k{k}")
     precision, recall = precision_recall(real["conv"].to(device), fake["conv"].to(device), k, radii)
-    _, covered, kl = mode_coverage(fake["class_logits"])
-    return {
+    result = {
         "fid": fid(real["hidden"], fake["hidden"]),
         "kid": kid(real["hidden"], fake["hidden"]),
         "is": inception_score(fake["logits"]),
         "precision": precision,
         "recall": recall,
-        "modes_covered": covered,
-        "kl_uniform": kl,
-        "n": len(fake["logits"]),
     }
+    if "class_logits" in fake:  # a dataset without labels has no classes to cover
+        _, result["modes_covered"], result["kl_uniform"] = mode_coverage(fake["class_logits"])
+    return {**result, "n": len(fake["logits"])}
 

@@ -1,43 +1,46 @@
-"""Datasets held in memory as one tensor; each training step indexes it (`data` group).
-
-torchvision parses (and, online, downloads) the files. After that no per-sample Python
-runs: a step's batch is one index tensor, moved to the training device and applied to the
-image tensor that lives there.
+"""What every dataset of the `data` group shares: its images as one uint8 tensor (N, C, H, W),
+in memory (on the training device when they fit there) or memory-mapped from a cache file, and
+the real batches of each GAN iteration drawn from (seed, iteration) as index tensors. No
+per-sample Python runs while training: a step's batch is one index tensor applied to the images,
+and only the indexed batch is converted to floats in [-1, 1].
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Literal
 
 import pytorch_lightning as pl
 import torch
-from torchvision import datasets
 
-from gan.constraints import Count, NonNegInt, PosInt
 from gan.errors import UserError
 from gan.iterations import chunk_length, event_intervals, iterations_per_step
 
 SAMPLINGS = ("with_replacement", "epochs")
 
 
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> floats in [-1, 1], as the Keras example scales them (x / 127.5 - 1)."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
 class Chunk:
     """The real batches of k consecutive GAN iterations, as one `training_step` gets them: the
-    index table on the training device and the dataset it indexes. Iterating gathers one
-    iteration's (images (n_critic, batch, C, H, W), labels (n_critic, batch)) at a time, so a
-    long chunk of large images costs no more memory than one iteration."""
+    index table, where the images are stored (the training device, host memory or a memory-mapped
+    file), and the device to train on. Iterating gathers one iteration's (uint8 images (n_critic,
+    batch, C, H, W) on `device`, labels (n_critic, batch)) at a time, so a long chunk of large
+    images costs no more memory than one iteration. GAN.iteration scales them to [-1, 1]: inside
+    the CUDA graph when there is one, and a quarter of the bytes cross to the GPU."""
 
-    def __init__(self, index: torch.Tensor, images: torch.Tensor, labels: torch.Tensor):
+    def __init__(self, index: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, device: torch.device | None = None):
         self.index, self.images, self.labels = index, images, labels
+        self.device = images.device if device is None else device
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for index in self.index:
-            yield self.images[index], self.labels[index]
+            yield self.images[index].to(self.device, non_blocking=True), self.labels[index].to(self.device, non_blocking=True)
 
 
 class StepBatches:
@@ -92,88 +95,54 @@ class StepBatches:
             t += k
 
 
-def idx_complete(path: Path) -> bool:
-    """Whether an idx file (MNIST's format) is as long as its header says."""
-    with open(path, "rb") as f:
-        header = f.read(4)
-        if len(header) < 4 or header[:2] != b"\x00\x00":
-            return False
-        dims = f.read(4 * header[3])
-    if len(dims) < 4 * header[3]:
+
+
+DEVICE_SHARE = 0.5  # the images move to the GPU when they take at most this share of its free memory
+
+
+def fits_on_device(nbytes: int, device: torch.device) -> bool:
+    """Whether a dataset of `nbytes` should live on the training device (a GPU with room for it)."""
+    if device.type != "cuda":
         return False
-    shape = [int.from_bytes(dims[i : i + 4], "big") for i in range(0, len(dims), 4)]
-    return path.stat().st_size == 4 + len(dims) + math.prod(shape)
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= DEVICE_SHARE * free
 
 
-class TorchvisionImageDataModule(pl.LightningDataModule):
-    """One torchvision dataset class's training split, scaled to [-1, 1] as the Keras example does
-    (x / 127.5 - 1), in memory on the training device with its labels."""
+class ImageDataModule(pl.LightningDataModule):
+    """A dataset's training images as uint8 (N, C, H, W) with their labels, and the batches of each
+    GAN iteration. Subclasses say where the images come from (`split`) and what the feature
+    classifier's cache calls the dataset (`name`)."""
 
-    dataset_class: type[datasets.VisionDataset]
-    folder: str  # where torchvision expects the files under `root`
+    name: str  # the dataset, in cache keys (gan/metrics/extractor.py)
 
-    def __init__(
-        self,
-        root: str,
-        batch_size: PosInt = 32,
-        image_shape: tuple[PosInt, PosInt, PosInt] = (1, 28, 28),
-        sampling: Literal[SAMPLINGS] = "with_replacement",
-        batches_per_step: PosInt = 1,
-        download: bool = True,
-        seed: NonNegInt = 0,
-        num_classes: Count | None = None,
-        iterations_per_step: PosInt | Literal["auto"] = 1,
-    ):
-        """`num_classes`: what the config promises the model (conditional networks size their
-        label embeddings from it); checked against the dataset's classes. `batches_per_step`
-        (gan.n_critic) and `iterations_per_step` come from the run's options (gan/fit.py)."""
+    def __init__(self, batch_size: int, image_shape, sampling: str, batches_per_step: int, seed: int,
+                 iterations_per_step: int | str, num_classes: int | None, labelled: bool = True):
         super().__init__()
-        self.num_classes = len(self.dataset_class.classes)
-        if num_classes is not None and num_classes != self.num_classes:
-            raise UserError(f"data.num_classes={num_classes} but {self.dataset_class.__name__} has {self.num_classes} classes.")
-        self.root = Path(root).expanduser()
         self.batch_size, self.image_shape = batch_size, tuple(image_shape)
         self.sampling, self.batches_per_step = sampling, batches_per_step
-        self.download, self.seed, self.iterations_per_step = download, seed, iterations_per_step
+        self.seed, self.iterations_per_step = seed, iterations_per_step
+        self.num_classes, self.labelled = num_classes, labelled
         self.images: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
-
-    def _dataset(self, train: bool, download: bool):
-        return self.dataset_class(str(self.root), train=train, download=download)
-
-    def prepare_data(self) -> None:
-        where = (self.root / self.folder / "raw").resolve()
-        files = [where / name.removesuffix(".gz") for name, _ in self.dataset_class.resources]
-        try:
-            self._dataset(train=True, download=self.download)
-            self._dataset(train=False, download=False)  # the metrics read the test split
-        except Exception as exc:  # torchvision raises RuntimeError or URLError, depending on what failed
-            reason = " ".join(str(exc).split())[:300]
-            if all(f.is_file() for f in files):  # there, but unreadable
-                bad = next((f for f in files if not idx_complete(f)), where)
-                raise UserError(f"{bad} is truncated or corrupt ({reason or type(exc).__name__}). Replace it with the "
-                                f"original uncompressed file, or delete it to have it downloaded again.") from None
-            files = ", ".join(f.name for f in files)
-            how = "could not be downloaded" if self.download else "is missing and data.download=false"
-            raise UserError(
-                f"{self.dataset_class.__name__} is not under {where} and {how} ({reason}). "
-                f"Go online, or put its uncompressed files ({files}) in that folder, "
-                f"or set data.root (or the GAN_DATA_DIR environment variable) to a folder that holds {self.folder}/raw/."
-            ) from None
+        self._placed = False
 
     def split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images of one split scaled as the Keras example does (x / 127.5 - 1), and their labels."""
-        dataset = self._dataset(train=train, download=False)
-        return dataset.data.unsqueeze(1).float().div_(127.5).sub_(1.0), dataset.targets
+        """uint8 images (N, C, H, W) of the training split, or of the held-out one the metrics
+        score against, and their labels (zeros for unlabelled data)."""
+        raise NotImplementedError
+
+    def hold(self, images: torch.Tensor) -> torch.Tensor:
+        """Where the training images stay between steps (subclasses may copy a mapped file into memory)."""
+        return images
 
     def setup(self, stage: str | None = None) -> None:
         if self.images is not None:
             return
         images, labels = self.split(train=True)
         if tuple(images.shape[1:]) != self.image_shape:
-            raise UserError(f"data.image_shape={list(self.image_shape)} but {self.dataset_class.__name__} images "
+            raise UserError(f"data.image_shape={list(self.image_shape)} but the {self.name} images "
                             f"are {list(images.shape[1:])}.")
-        self.images, self.labels = images, labels
+        self.images, self.labels = self.hold(images), labels
 
     def train_dataloader(self) -> StepBatches:
         trainer = self.trainer
@@ -193,17 +162,10 @@ class TorchvisionImageDataModule(pl.LightningDataModule):
         return self.chunk_cap
 
     def transfer_batch_to_device(self, batch: torch.Tensor, device: torch.device, dataloader_idx: int) -> Chunk:
-        """Index table -> the chunk of real batches it names, on `device`."""
-        if self.images.device != device:
-            self.images, self.labels = self.images.to(device), self.labels.to(device)
-        return Chunk(batch.to(device, non_blocking=True), self.images, self.labels)
-
-
-class MNISTDataModule(TorchvisionImageDataModule):
-    dataset_class = datasets.MNIST
-    folder = "MNIST"
-
-
-class FashionMNISTDataModule(TorchvisionImageDataModule):
-    dataset_class = datasets.FashionMNIST
-    folder = "FashionMNIST"
+        """Index table -> the chunk of real batches it names. The images move to a GPU once, when
+        they fit there; otherwise each iteration's batch is gathered where they are and copied."""
+        if self.images.device != device and not self._placed:
+            self._placed = True  # decided once
+            if fits_on_device(self.images.nbytes, device):
+                self.images, self.labels = self.images.to(device), self.labels.to(device)
+        return Chunk(batch.to(self.images.device, non_blocking=True), self.images, self.labels, device)

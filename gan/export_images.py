@@ -1,0 +1,67 @@
+"""Write a dataset's images as PNG files, one sub-folder per class: a folder to try `data=folder` on.
+
+    python -m gan.export_images dataset=mnist out=~/mnist_png
+    python train.py data=folder data.root=~/mnist_png data.channels=1 data.image_size=28
+
+Files are <out>/<class index>_<class name>/<split>_<index>.png (class folders sort in class
+order, so data.labels=folders gives each class its dataset number).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from gan.cli import run
+from gan.errors import UserError
+
+DATASETS = {"mnist": "MNISTDataModule", "fashion_mnist": "FashionMNISTDataModule", "cifar10": "CIFAR10DataModule"}
+
+
+@dataclass
+class Args:
+    out: str = "???"  # the folder to write (must be empty or new)
+    dataset: str = "mnist"  # mnist | fashion_mnist | cifar10 (from data.root)
+    root: str = os.environ.get("GAN_DATA_DIR", "data")  # where the dataset lies (downloaded there when online), as data.root
+    split: str = "train"  # train | test | both
+    n: Optional[int] = None  # at most this many images per split (null: all)
+
+
+def export(args: Args) -> str:
+    import gan.data
+
+    if args.dataset not in DATASETS or args.split not in ("train", "test", "both") or (args.n is not None and args.n < 1):
+        raise UserError(f"dataset={args.dataset} split={args.split} n={args.n}: dataset is one of {', '.join(DATASETS)}, "
+                        f"split train, test or both, n at least 1.")
+    out = Path(args.out).expanduser()
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"out={out} is not empty: give a new or empty folder, so nothing already there is overwritten.")
+    datamodule = getattr(gan.data, DATASETS[args.dataset])(root=args.root)
+    datamodule.prepare_data()
+    width = len(str(len(datamodule.classes) - 1))
+    folders = [f"{i:0{width}d}_{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-')}" for i, name in enumerate(datamodule.classes)]
+    for folder in folders:
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    count = 0
+    for split in ("train", "test") if args.split == "both" else (args.split,):
+        images, labels = datamodule.split(train=split == "train")
+        images, labels = images[: args.n], labels[: args.n]
+        for i, (image, label) in enumerate(tqdm(zip(images.numpy(), labels.tolist()), total=len(images), desc=split)):
+            picture = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+            Image.fromarray(picture).save(out / folders[label] / f"{split}_{i:05d}.png", compress_level=1)
+        count += len(images)
+    return f"{count} images in {out} ({len(folders)} class folders)"
+
+
+def main() -> None:
+    print(run(export, Args, __doc__))
+
+
+if __name__ == "__main__":
+    main()
