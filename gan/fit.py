@@ -20,6 +20,7 @@ from gan.hparams import log_run_config
 from gan.metrics import available
 from gan.module import GAN, LOGGED_METRICS
 from gan.processes import process_rank
+from gan.pruning import prune_trial_callback
 from gan.resume import check_resume
 from gan.schema import validate
 from gan.signals import StopOnSignal
@@ -55,14 +56,22 @@ def check_optimizers(cfg: DictConfig) -> None:
             raise UserError(f"optimizer.{net} ({cfg.optimizer._target_}) does not accept its arguments: {exc}") from None
 
 
-def objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
-    if cfg.optimized_metric is None:
-        return None
-    if cfg.optimized_metric not in metrics:
-        raise UserError(f"optimized_metric={cfg.optimized_metric} was never logged: the run ended before its first "
-                        f"value (trainer.max_steps={cfg.trainer.max_steps}, eval_every={cfg.eval_every}, "
-                        f"trainer.log_every_n_steps={cfg.trainer.log_every_n_steps}).")
-    return metrics[cfg.optimized_metric]
+def optimized_metrics(cfg: DictConfig) -> list[str]:
+    """`optimized_metric` as a list: one name, or several for a multi-objective study."""
+    names = cfg.optimized_metric
+    return [] if names is None else [names] if isinstance(names, str) else list(names)
+
+
+def objective(cfg: DictConfig, metrics: dict[str, float]) -> float | list[float] | None:
+    """What train.py returns to a sweeper: the optimized metric's last value (a list of them for several)."""
+    values = []
+    for name in optimized_metrics(cfg):
+        if name not in metrics:
+            raise UserError(f"optimized_metric={name} was never logged: the run ended before its first "
+                            f"value (trainer.max_steps={cfg.trainer.max_steps}, eval_every={cfg.eval_every}, "
+                            f"trainer.log_every_n_steps={cfg.trainer.log_every_n_steps}).")
+        values.append(metrics[name])
+    return None if not values else values[0] if isinstance(cfg.optimized_metric, str) else values
 
 
 def size(net: torch.nn.Module) -> str:
@@ -85,12 +94,12 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     # One real batch per D step; the iterations of one training step drawn together.
     datamodule = build(cfg, "data", batches_per_step=cfg.gan.n_critic, iterations_per_step=cfg.iterations_per_step)
     tags = metric_tags(cfg, datamodule.labelled)
-    if cfg.optimized_metric is not None and cfg.optimized_metric not in tags:
-        features = OmegaConf.select(cfg, "callbacks.metrics.features", default="classifier")
-        why = " (metrics/* need eval_every > 0)" if not cfg.eval_every else "" if datamodule.labelled else \
-            f" ({available(False, features)[1]})"
-        raise UserError(f"optimized_metric={cfg.optimized_metric} is not reported by this run; it reports "
-                        f"{', '.join(tags)}{why}.")
+    for name in optimized_metrics(cfg):
+        if name not in tags:
+            features = OmegaConf.select(cfg, "callbacks.metrics.features", default="classifier")
+            why = " (metrics/* need eval_every > 0)" if not cfg.eval_every else "" if datamodule.labelled else \
+                f" ({available(False, features)[1]})"
+            raise UserError(f"optimized_metric={name} is not reported by this run; it reports {', '.join(tags)}{why}.")
     check_optimizers(cfg)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None  # an unsafe file or no checkpoint stops here
@@ -108,6 +117,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         del checkpoint  # Lightning reads the file again, with weights_only=True
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [StopOnSignal()]  # not optional: see gan/signals.py
+    pruning = prune_trial_callback(cfg)  # a trial of an Optuna sweep with a pruner (after the metrics callback)
+    callbacks += [pruning] if pruning else []
     # A checkpoint kept on a metric this data does not have (best_fid.ckpt without labels) would never be written.
     missing = set(metric_tags(cfg)) - set(tags)
     callbacks = [c for c in callbacks if getattr(c, "monitor", None) not in missing]
@@ -127,6 +138,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)  # never unpickle code
     # The last logged scalars, and how far training got (less than max_steps when a callback stopped it).
     run = {"global_step": trainer.global_step, "processes": trainer.world_size}
+    if pruning is not None and pruning.pruned_at is not None:
+        run["pruned_at"] = pruning.pruned_at
     if module.replicas_identical is not None:
         run["replicas_identical"] = module.replicas_identical
     return {**{k: v.item() for k, v in trainer.callback_metrics.items()}, **run}

@@ -95,7 +95,9 @@ def _run(cfg: DictConfig) -> float | None:
         value = objective(cfg, metrics)
     except Exception as exc:
         return failed(cfg, common, exc)
-    status = "diverged" if diverged(metrics) else "stopped" if metrics["global_step"] < cfg.trainer.max_steps else "completed"
+    pruned = metrics.pop("pruned_at", None) is not None  # by its Optuna trial's pruner (gan/pruning.py)
+    status = "diverged" if diverged(metrics) else "pruned" if pruned else \
+        "stopped" if metrics["global_step"] < cfg.trainer.max_steps else "completed"
     if status == "diverged" and in_sweep():
         log.error("This job diverged (non-finite losses); the sweep gets objective %s.", cfg.failed_objective)
         value = cfg.failed_objective

@@ -16,7 +16,7 @@ class RunOptions:
 
     run_dir: str  # this run's folder
     ckpt_path: str | None = None  # resume from this checkpoint or run folder
-    optimized_metric: str | None = None  # what a sweeper gets back
+    optimized_metric: str | list[str] | None = None  # what a sweeper gets back (a list: several objectives)
     failed_objective: float = math.inf  # what a failed job of a sweep returns
     threads: PosInt | Literal["auto"] = "auto"  # CPU threads of this job
     iterations_per_step: PosInt | Literal["auto"] = "auto"  # GAN iterations per Lightning step (gan/iterations.py)

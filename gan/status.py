@@ -1,4 +1,4 @@
-"""`status.json`: what became of a run (running, completed, stopped, diverged, failed,
+"""`status.json`: what became of a run (running, completed, stopped, pruned, diverged, failed,
 interrupted), written by the job and read by `gan.report`. Kept free of torch and Lightning so
 that reading a sweep stays light."""
 
