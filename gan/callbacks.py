@@ -148,7 +148,8 @@ class HealthMonitor(pl.Callback):
         modes = metrics.get("metrics/modes_covered")
         if modes is not None and modes is not self.seen_modes:  # the metrics callback stored a new score
             self.seen_modes = modes
-            self._emit(trainer, step, {"low_modes": float(modes) < self.min_modes})
+            classes = getattr(trainer.datamodule, "num_classes", None) or self.min_modes  # a 3-class folder covers 3 at most
+            self._emit(trainer, step, {"low_modes": float(modes) < min(self.min_modes, classes)})
 
     def _losses(self, step: int, m: dict[str, float], probabilities: bool) -> dict[str, bool]:
         if probabilities and m["train/d_real"] > self.d_real_above and m["train/d_fake"] < self.d_fake_below:

@@ -58,7 +58,8 @@ class PruneTrial(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         step = trainer.global_step
-        if step % self.every_n_steps or self.metric not in trainer.callback_metrics or self.pruned_at is not None:
+        if (step % self.every_n_steps or self.metric not in trainer.callback_metrics or self.pruned_at is not None
+                or step >= trainer.max_steps):  # a trial at its end has finished, whatever the pruner says
             return
         prune = None
         if trainer.is_global_zero:

@@ -21,6 +21,8 @@ def _standard(value: Any) -> Any:
         return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, dict):
         return {k: _standard(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):  # several objectives
+        return [_standard(v) for v in value]
     return value
 
 
@@ -29,6 +31,8 @@ def _numbers(value: Any) -> Any:
         return NON_FINITE[value]
     if isinstance(value, dict):
         return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
     return value
 
 

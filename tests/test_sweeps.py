@@ -174,7 +174,7 @@ def test_the_project_installs_with_sqlalchemy_2_and_current_optuna():
     pins = [r for r in requires("gan") if r.split(">")[0].split("<")[0].strip().lower() in ("optuna", "sqlalchemy")]
     assert sorted(pins) == ["optuna>=4", "sqlalchemy>=2"]  # lower bounds only: no downgrade of a current environment
     assert not [r for r in requires("gan") if "hydra-optuna-sweeper" in r]
-    assert version("optuna") == optuna.__version__
+    assert int(version("sqlalchemy").split(".")[0]) >= 2  # the installed distribution, not only the module
 
 
 def write_seed_grid(sweep: Path, fids: dict[tuple[str, str], float]) -> None:

@@ -31,7 +31,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 FITS = ("crop", "pad")
 LABELS = ("none", "folders")
-FORMAT = 1  # of the cache files and of the decoding below: a change retires old caches
+FORMAT = 2  # of the cache files and of the decoding below: a change retires old caches
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 MEMORY_SHARE = 0.5  # data.in_memory=auto copies the images into memory when they take at most this share of what is free
 
@@ -74,7 +74,7 @@ def scan(root: Path, labels: str, holdout: float) -> Listing:
         raise UserError(f"data.root={root} is not a folder. Point it at a folder of images (PNG, JPEG or WebP, flat "
                         f"or in sub-folders); `python -m gan.export_images` writes MNIST as one.")
     found, other, digest = [], 0, hashlib.sha256()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
+    for folder, subfolders, names in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in sorted(names):
             path = Path(folder, name)
@@ -84,7 +84,10 @@ def scan(root: Path, labels: str, holdout: float) -> Listing:
                 other += 1
                 continue
             relative = path.relative_to(root).as_posix()
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except OSError:  # a dangling link: counted as unreadable when decoded
+                continue
             found.append(relative)
             digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     if not found:
@@ -101,7 +104,8 @@ def scan(root: Path, labels: str, holdout: float) -> Listing:
         if len(classes) < 2:
             raise UserError(f"data.labels=folders found one class ({classes[0]}/) in data.root={root}: class labels need "
                             f"at least 2 sub-folders of images, one per class. Use data.labels=none for an unlabelled set.")
-    held = set(sorted(found, key=name_hash)[: max(1, round(holdout * len(found)))]) if len(found) > 1 else set()
+    count = min(max(1, round(holdout * len(found))), len(found) - 1)  # at least one of each
+    held = set(sorted(found, key=name_hash)[:count])
     ordered = sorted(f for f in found if f not in held) + sorted(held)
     index = {name: i for i, name in enumerate(classes)}
     return Listing(ordered, [index[f.split("/", 1)[0]] if classes else 0 for f in ordered], classes,
@@ -138,7 +142,8 @@ class Decoder(Dataset):
             with Image.open(self.root / self.files[i]) as image:
                 natural = colour_channels(image)
                 image.draft("L" if self.channels == 1 else "RGB", (self.size, self.size))  # JPEG: decode no larger than needed
-                pixels = v2.functional.pil_to_tensor(to_mode(image, self.channels))
+                upright = ImageOps.exif_transpose(image)  # a phone photo's orientation tag
+                pixels = v2.functional.pil_to_tensor(to_mode(upright, self.channels))
         except Exception as exc:  # PIL raises many kinds for a bad file
             return i, None, "unreadable", f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
         converted = natural != self.channels
@@ -181,8 +186,8 @@ def decode(root: Path, listing: Listing, shape: tuple[int, int, int], fit: str, 
                 train += i < listing.train
             bar.update(len(batch))
     if train == 0:
-        raise UserError(f"data.root={root}: none of its {listing.train} training images could be read "
-                        f"(first: {skipped[0][0]}: {skipped[0][1]}).")
+        first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise UserError(f"data.root={root}: none of its {listing.train} training images could be read{first}.")
     np.save(into / "labels.npy", np.asarray(kept_labels, dtype=np.int64))
     (into / "files.txt").write_text("".join(f"{name}\n" for name in kept))  # which file each row is
     return {"format": FORMAT, "root": str(root), "shape": list(shape), "count": len(kept_labels), "train": train,
@@ -243,8 +248,9 @@ class FolderDataModule(ImageDataModule):
         with locked(self.cache):  # processes of one run, or two runs: one decodes
             if not (self.cache / "meta.json").is_file():
                 workers = min(os.cpu_count() or 1, 8) if self.workers == "auto" else self.workers
+                for stale in self.cache.parent.glob(f"{key}.*.tmp"):  # a decode killed earlier; the lock is ours
+                    shutil.rmtree(stale, ignore_errors=True)
                 tmp = self.cache.with_name(f"{key}.{os.getpid()}.tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir(parents=True)
                 try:
                     meta = decode(self.root, listing, self.image_shape, self.fit, workers if len(listing.files) > 256 else 0,
@@ -307,7 +313,8 @@ class FolderDataModule(ImageDataModule):
         size = f"{images.nbytes / 2**30:.2f} GiB"
         if self.in_memory == "auto":
             free = available_memory()
-            if free is not None and images.nbytes > MEMORY_SHARE * free:
+            processes = self.trainer.num_devices if self.trainer is not None else 1  # each process of a node copies
+            if free is not None and images.nbytes * processes > MEMORY_SHARE * free:
                 log.info("Training images: %s, read from the memory-mapped cache (more than half of the %.2f GiB this "
                          "process may still take; data.in_memory=true copies them anyway)", size, free / 2**30)
                 return images

@@ -129,7 +129,10 @@ class ArraysOnly(pickle.Unpickler):
     """Unpickles numpy arrays, lists, dicts, strings and numbers, and refuses every other
     class a file names: a crafted file cannot run code."""
 
-    from numpy._core import multiarray
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"): multiarray._reconstruct,
                ("numpy._core.multiarray", "_reconstruct"): multiarray._reconstruct,

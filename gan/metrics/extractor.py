@@ -35,6 +35,7 @@ class Recipe:
     """How the classifier is trained; part of the cache key."""
 
     epochs: int = 4
+    min_steps: int = 300  # a small set (a folder of a few hundred images) gets more epochs, not a few steps
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
@@ -90,13 +91,15 @@ def fit(net: Classifier, images: torch.Tensor, labels: torch.Tensor, recipe: Rec
     """Adam with a cosine-decayed rate; a progress bar per epoch."""
     generator = torch.Generator().manual_seed(recipe.seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=recipe.lr)
-    steps = recipe.epochs * (len(images) // recipe.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    batch = min(recipe.batch_size, len(images))
+    per_epoch = len(images) // batch
+    epochs = max(recipe.epochs, -(-recipe.min_steps // per_epoch))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * per_epoch)
     net.train()
-    for epoch in range(recipe.epochs):
+    for epoch in range(epochs):
         order = torch.randperm(len(images), generator=generator)
-        batches = order[: len(order) // recipe.batch_size * recipe.batch_size].view(-1, recipe.batch_size)
-        for idx in tqdm(batches, desc=f"feature classifier, epoch {epoch + 1}/{recipe.epochs}", leave=False):
+        batches = order[: per_epoch * batch].view(-1, batch)
+        for idx in tqdm(batches, desc=f"feature classifier, epoch {epoch + 1}/{epochs}", leave=False):
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(net(as_input(images[idx])), labels[idx]).backward()
             optimizer.step()
