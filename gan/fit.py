@@ -80,12 +80,17 @@ def size(net: torch.nn.Module) -> str:
     return f"{type(net).__name__} ({sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters)"
 
 
+def metrics_features(cfg: DictConfig) -> str:
+    """The metrics' feature network (`callbacks.metrics.features`; classifier when the callback is dropped)."""
+    return OmegaConf.select(cfg, "callbacks.metrics.features", default="classifier")
+
+
 def metric_tags(cfg: DictConfig, labelled: bool = True) -> tuple[str, ...]:
     """The scalars a run reports at its end: its HParams columns and what `optimized_metric` may name
     (a dataset without labels allows fewer metrics: gan.metrics.available)."""
     if not cfg.eval_every:
         return LOGGED_METRICS
-    names, _ = available(labelled, OmegaConf.select(cfg, "callbacks.metrics.features", default="classifier"))
+    names, _ = available(labelled, metrics_features(cfg))
     return LOGGED_METRICS + tuple(f"metrics/{name}" for name in names)
 
 
@@ -96,9 +101,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     tags = metric_tags(cfg, datamodule.labelled)
     for name in optimized_metrics(cfg):
         if name not in tags:
-            features = OmegaConf.select(cfg, "callbacks.metrics.features", default="classifier")
             why = " (metrics/* need eval_every > 0)" if not cfg.eval_every else "" if datamodule.labelled else \
-                f" ({available(False, features)[1]})"
+                f" ({available(False, metrics_features(cfg))[1]})"
             raise UserError(f"optimized_metric={name} is not reported by this run; it reports {', '.join(tags)}{why}.")
     check_optimizers(cfg)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
