@@ -3,21 +3,29 @@
 Prints a table of the metrics and of the real-data floor (the training split against the test
 split), then one line of JSON with the keys fid, kid, is, precision, recall, modes_covered,
 kl_uniform, n and floor.
+
+The data are read from `data_root` when given; else from the folder the run read them from, when
+it exists here; else from this machine's data root (conf/data's own, e.g. $GAN_DATA_DIR), where a
+missing dataset is downloaded. A checkpoint never names a place to write: nothing is downloaded
+into a folder that only the file gave.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
-from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from gan.checkpoints import load_generator
 from gan.cli import run
 from gan.errors import UserError
 from gan.metrics import METRICS
 from gan.metrics.evaluator import Evaluator
+from gan.signatures import parameters
+from gan.untrusted import FileConfig, config_dirs, package, read_yaml, rebuild
 
 
 @dataclass
@@ -30,6 +38,8 @@ class Args:
     features: str = "classifier"  # classifier (offline) | inception (needs inception_weights)
     inception_weights: Optional[str] = None  # torch-fidelity's Inception-v3 weights file
     ema: bool = True  # a run with gan.ema_decay: score the weight average (false: the trained generator)
+    data_root: Optional[str] = None  # where the data lie (null: the run's own folder if it exists here, else this machine's)
+    config_dir: Optional[str] = None  # your own config folder, whose options' classes may be rebuilt too (as --config-dir)
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:
@@ -53,10 +63,42 @@ def check(args: Args) -> None:
         raise UserError(f"features={args.features}: choose classifier (offline) or inception (with inception_weights=).")
 
 
+def local_root(target: str, dirs: tuple[Path, ...]) -> str | None:
+    """This machine's data root for a data module: the `root` of the conf/data option that builds
+    it, resolved here (its own `${oc.env:GAN_DATA_DIR,data}`: a file of ours, not the checkpoint's)."""
+    for conf in dirs:
+        for path in sorted(conf.rglob("*.yaml")):
+            node = read_yaml(path)
+            if package(path, conf) == "data" and isinstance(node, dict) and node.get("_target_") == target:
+                return OmegaConf.create({"root": node.get("root")}).root
+    return None
+
+
+def datamodule_of(config: FileConfig, data_root: str | None, dirs: tuple[Path, ...]):
+    """The run's data module, rebuilt from its checkpoint; where its files are read from, and
+    whether they may be downloaded, is this machine's choice (the module docstring)."""
+    target = config.node("data._target_")
+    saved = None if "data.root" in config.unknown else config.values["data"].get("root")
+    if data_root is not None:
+        root, own = data_root, True
+    elif saved is not None and Path(saved).expanduser().is_dir():
+        root, own = saved, False
+    else:
+        root, own = local_root(target, dirs) if isinstance(target, str) else None, True
+    if root is None:
+        raise UserError(f"{config.source} was trained on data.root={saved}, which is not a folder here: give "
+                        f"data_root=<the folder of its images>.")
+    given = {"root": root}
+    if "download" in parameters(target):
+        given["download"] = own and bool(config.values["data"].get("download", True))
+    return rebuild(config, "data", dirs, **given)
+
+
 def evaluate(args: Args) -> dict:
     check(args)
-    generator, cfg, ckpt = load_generator(args.ckpt, args.best, args.ema)
-    datamodule = instantiate(cfg.data)
+    dirs = config_dirs(args.config_dir)
+    generator, config, ckpt = load_generator(args.ckpt, args.best, args.ema, dirs)
+    datamodule = datamodule_of(config, args.data_root, dirs)
     datamodule.prepare_data()  # a missing dataset is named here
     evaluator = Evaluator(datamodule, n=args.n, k=args.k, seed=args.seed,
                           features=args.features, inception_weights=args.inception_weights)

@@ -24,6 +24,7 @@ from gan.pruning import prune_trial_callback
 from gan.resume import check_resume
 from gan.schema import validate
 from gan.signals import StopOnSignal
+from gan.untrusted import search_path
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
             raise UserError(f"optimized_metric={name} is not reported by this run; it reports {', '.join(tags)}{why}.")
     check_optimizers(cfg)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
-    checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None  # an unsafe file or no checkpoint stops here
+    # an unsafe file or no checkpoint stops here: the file is data, and names only what this run's config folders offer
+    checkpoint, saved = load_checkpoint(ckpt_path, search_path()) if ckpt_path else (None, None)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule.prepare_data()  # a missing dataset stops the run here, before anything is built (a folder: decoded once)
@@ -117,7 +119,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
                         "data.labels=folders with one sub-folder per class, or model.conditional=false.")
     module = GAN.from_config(cfg)
     if checkpoint is not None:
-        check_resume(cfg, checkpoint, module, ckpt_path)
+        check_resume(cfg, checkpoint, saved, module, ckpt_path)
         del checkpoint  # Lightning reads the file again, with weights_only=True
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [StopOnSignal()]  # not optional: see gan/signals.py

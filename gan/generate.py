@@ -2,12 +2,14 @@
 
 `out` ending in .png writes a grid (sqrt(n) per row); ending in .npy writes the n samples as
 float32 in [-1, 1], shaped n x C x H x W. A conditional generator draws class `label`, or
-every class in turn when no label is given.
+every class in turn when no label is given. An existing file is replaced only with
+`overwrite=true`, and then whole (written beside it, then renamed over it).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -19,6 +21,7 @@ from gan.checkpoints import load_generator
 from gan.cli import run
 from gan.errors import UserError
 from gan.sampling import generate
+from gan.untrusted import config_dirs
 
 
 @dataclass
@@ -30,22 +33,31 @@ class Args:
     seed: int = 0  # the noise: same seed, same samples
     label: Optional[int] = None  # conditional runs: the class to draw (null: every class in turn)
     ema: bool = True  # a run with gan.ema_decay: the weight average (false: the trained generator)
+    overwrite: bool = False  # replace `out` if it exists (false: refuse, so nothing already there is lost)
+    config_dir: Optional[str] = None  # your own config folder, whose options' classes may be rebuilt too (as --config-dir)
 
 
 def write(args: Args) -> Path:
-    out = Path(args.out)
+    out = Path(args.out).expanduser()
     if out.suffix not in (".png", ".npy") or args.n < 1:
         raise UserError(f"out={args.out} n={args.n}: out must end in .png or .npy and n be at least 1.")
-    generator, _, _ = load_generator(args.ckpt, args.best, args.ema)
+    if os.path.lexists(out) and not (args.overwrite and out.is_file()):
+        what = "is a folder" if out.is_dir() else "exists" if out.exists() else "is a link to nowhere"
+        raise UserError(f"out={args.out} {what}: give a new file name, or overwrite=true to replace a file.")
+    generator, _, _ = load_generator(args.ckpt, args.best, args.ema, config_dirs(args.config_dir))
     samples = generate(generator, args.n, args.seed, args.label)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix == ".npy":
-            np.save(out, samples.numpy().astype(np.float32))
+            np.save(tmp, samples.numpy().astype(np.float32))
         else:
-            save_image(samples, out, nrow=math.ceil(math.sqrt(args.n)), normalize=True, value_range=(-1, 1))
+            save_image(samples, tmp, nrow=math.ceil(math.sqrt(args.n)), normalize=True, value_range=(-1, 1))
+        tmp.replace(out)  # a link at `out` is replaced, never followed
     except OSError as exc:
         raise UserError(f"out={args.out}: cannot write there ({exc.strerror or exc}); give a path you can write to.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 

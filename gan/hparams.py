@@ -24,6 +24,7 @@ from tensorboard.plugins.hparams import metadata
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionStartInfo
 
 from gan.lightning_adapter import tensorboard_writer
+from gan.untrusted import lookup, read_yaml
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
@@ -81,7 +82,8 @@ def swept_keys() -> set[str]:
     keys = set(hydra.sweeper.get("params") or {})
     grid = Path(hydra.sweep.dir) / "multirun.yaml"
     if grid.is_file():
-        overrides = OverridesParser.create().parse_overrides(list(OmegaConf.load(grid).hydra.overrides.task))
+        task = lookup(read_yaml(grid), "hydra.overrides.task") or []  # as data: an override's ${...} is not resolved here
+        overrides = OverridesParser.create().parse_overrides([str(o) for o in task])
         keys |= {o.key_or_group for o in overrides if o.is_sweep_override()}
     return keys
 

@@ -97,10 +97,12 @@ class GAN(pl.LightningModule):
         n_critic: PosInt = 1,
         cuda_graph: bool = True,
         config: dict | None = None,
+        resolved_config: dict | None = None,
     ):
         """The update rule's parameters are the `gan` config node (`gan.d_update`, ...).
-        `config`: the run's config, saved in every checkpoint so that a checkpoint alone can
-        rebuild its generator (gan.evaluate, gan.generate)."""
+        `config`, `resolved_config`: the run's config as written (for the record) and resolved,
+        both saved in every checkpoint: the resolved one lets a checkpoint alone rebuild its
+        generator (gan.evaluate, gan.generate) without resolving anything a file says."""
         super().__init__()
         if d_update not in D_UPDATES or fakes_mode not in FAKES_MODES:
             raise ValueError(f"d_update must be one of {D_UPDATES}, fakes_mode one of {FAKES_MODES}")
@@ -122,12 +124,12 @@ class GAN(pl.LightningModule):
             # from G after each update, as averaging statistics of other weights means nothing.
             self.generator_ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False)
             self.generator_ema.requires_grad_(False)
-        self.config = config
+        self.config, self.resolved_config = config, resolved_config
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> GAN:
         """The module a run's config describes: `model`, `loss`, `optimizer` and `gan`. The
-        config goes into every checkpoint unresolved (the data root resolves where it is loaded)."""
+        config goes into every checkpoint, as written and resolved (gan/untrusted.py)."""
         return cls(
             generator=build(cfg, "model.generator"),
             discriminator=build(cfg, "model.discriminator"),
@@ -136,6 +138,7 @@ class GAN(pl.LightningModule):
             loss=build(cfg, "loss"),
             **cfg.gan,
             config=OmegaConf.to_container(cfg, resolve=False),
+            resolved_config=OmegaConf.to_container(cfg, resolve=True),
         )
 
     @property
@@ -303,7 +306,7 @@ class GAN(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """The config, so that a checkpoint alone rebuilds its generator. (No RNG state: every
         draw comes from (seed, iteration), gan/draws.py.)"""
-        checkpoint["config"] = self.config
+        checkpoint["config"], checkpoint["resolved_config"] = self.config, self.resolved_config
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """The optimizers' hyper-parameters are this run's (gan/resume.py)."""

@@ -25,12 +25,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gan.errors import UserError
 from gan.metrics import BETTER, METRICS
 from gan.status import read_status
+from gan.untrusted import lookup, read_yaml
 
 CURVE_JOBS = 5  # best jobs drawn in curves.png
 
@@ -51,11 +51,11 @@ class Job:
 
 
 def read_job(folder: Path) -> Job:
-    overrides = OmegaConf.load(folder / ".hydra" / "overrides.yaml")
+    overrides = [str(o) for o in read_yaml(folder / ".hydra" / "overrides.yaml") or []]  # as data: nothing resolved
     parsed = dict(o.lstrip("+~").split("=", 1) if "=" in o else (o, "") for o in overrides)
-    config = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    config = read_yaml(folder / ".hydra" / "config.yaml") or {}
     status = read_status(folder)
-    metric = config.get("optimized_metric")
+    metric = config.get("optimized_metric") if isinstance(config, dict) else None
     metric = metric if metric is None or isinstance(metric, str) else list(metric)  # several: a multi-objective study
     job = Job(folder.name, folder, parsed, status.get("status", "not started"), metric, error=status.get("error", ""))
     if "ended" in status:
@@ -77,8 +77,8 @@ def read_job(folder: Path) -> Job:
 def directions(sweep: Path) -> list[str]:
     """The study's direction(s), as the sweep's config gives them."""
     multirun = sweep / "multirun.yaml"
-    found = OmegaConf.select(OmegaConf.load(multirun), "hydra.sweeper.direction", default="minimize") \
-        if multirun.exists() else "minimize"
+    found = lookup(read_yaml(multirun), "hydra.sweeper.direction") if multirun.exists() else None
+    found = found or "minimize"
     return [str(found)] if isinstance(found, str) else [str(d) for d in found]
 
 
@@ -311,7 +311,7 @@ def stored_study(sweep: Path):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{db}"
     results = sweep / "optimization_results.yaml"
-    names = [OmegaConf.load(results).get("study_name")] if results.exists() else []
+    names = [lookup(read_yaml(results), "study_name")] if results.exists() else []
     names = [n for n in names if n] or optuna.study.get_all_study_names(storage)
     return optuna.load_study(study_name=names[0], storage=storage) if names else None
 

@@ -12,39 +12,37 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from gan.checkpoints import mismatch
 from gan.errors import UserError
 from gan.hparams import flatten
+from gan.untrusted import FileConfig, shown
 
 log = logging.getLogger(__name__)
 FIXED = ("model.", "data.image_shape", "data.num_classes", "gan.ema_decay")  # the weights' shape and meaning
-IGNORED = ("run_dir", "ckpt_path")  # differ on every resume by design
+IGNORED = ("run_dir", "ckpt_path")  # differ on every resume by design (as does every path under run_dir)
 
 
-def changes(cfg: DictConfig, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """key -> (the checkpoint's value, this config's) for every resolved value that differs."""
-    old = OmegaConf.create(saved)
-    old.run_dir = cfg.run_dir  # the old folder's value came from Hydra, which is not running it
-    before = flatten(OmegaConf.to_container(old, resolve=True))
+def changes(cfg: DictConfig, saved: FileConfig) -> dict[str, tuple[Any, Any]]:
+    """key -> (the checkpoint's value, this config's) for every resolved value that differs (the
+    checkpoint's as it stored them: nothing of a file is resolved here)."""
+    before = flatten(saved.values)
     now = flatten(OmegaConf.to_container(cfg, resolve=True))
-    return {k: (before.get(k), now.get(k)) for k in sorted(set(before) | set(now))
-            if before.get(k) != now.get(k) and not k.startswith(IGNORED)}
+    in_run_dir = {k for k, v in flatten(OmegaConf.to_container(cfg, resolve=False)).items() if "${run_dir}" in str(v)}
+    return {k: (before.get(k), now.get(k)) for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)
+            and not k.startswith(IGNORED) and k not in in_run_dir and k not in saved.unknown}
 
 
-def check_resume(cfg: DictConfig, checkpoint: dict[str, Any], module: nn.Module, path: str) -> None:
+def check_resume(cfg: DictConfig, checkpoint: dict[str, Any], saved: FileConfig, module: nn.Module, path: str) -> None:
     """Refuse a resume that changes the model (config or tensor shapes); say what else changed."""
-    changed = changes(cfg, checkpoint["config"])
+    changed = changes(cfg, saved)
     fixed = {k: v for k, v in changed.items() if k.startswith(FIXED)}
     if fixed:
-        listed = ", ".join(f"{k}={new} (the checkpoint has {old})" for k, (old, new) in fixed.items())
+        listed = ", ".join(f"{k}={new} (the checkpoint has {shown(old)})" for k, (old, new) in fixed.items())
         raise UserError(f"ckpt_path={path}: a resume keeps the model and the data's shape, and this config changes "
                         f"them: {listed}. Drop those overrides, or start a new run without ckpt_path.")
-    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    saved = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
-    if shapes != saved:
-        odd = sorted(k for k in set(shapes) | set(saved) if shapes.get(k) != saved.get(k))[:3]
-        raise UserError(f"ckpt_path={path}: its weights do not fit this model ({', '.join(odd)}: "
-                        f"{[saved.get(k) for k in odd]} in the checkpoint, {[shapes.get(k) for k in odd]} here). "
+    if odd := mismatch({k: tuple(v.shape) for k, v in module.state_dict().items()}, checkpoint["state_dict"]):
+        raise UserError(f"ckpt_path={path}: its weights do not fit this model ({odd}). "
                         f"Resume with the config it was trained with.")
-    applied = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()) or "none"
+    applied = ", ".join(f"{k} {shown(old)} -> {new}" for k, (old, new) in changed.items()) or "none"
     log.info("Resuming from %s at iteration %s; this config's values apply where they changed: %s.",
              path, checkpoint["global_step"], applied)

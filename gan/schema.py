@@ -8,7 +8,7 @@ There is no second copy of the config here. What a key may hold is read from whe
 - a key of a `_target_` node is a parameter of that class: the project's own classes type their
   parameters (`batch_size: PosInt`, gan/constraints.py), and those annotations are the check;
   a library class (torch optimizers, the Lightning Trainer, loggers) is checked for the
-  parameter's existence, plus the few rules this project adds on top (`LIBRARY_RULES`);
+  parameter's existence, plus the few rules this project adds on top (gan/signatures.py reads both);
 - the `gan` node holds the update rule's parameters of `GAN.__init__`, and the top-level keys
   no constructor takes are the fields of `gan.run_options.RunOptions`;
 - a key that only feeds others through `${...}` (`model.latent_dim`, `sample_every`, `seed`) is
@@ -18,99 +18,24 @@ There is no second copy of the config here. What a key may hold is read from whe
 
 from __future__ import annotations
 
-import inspect
 import re
-import typing
 from collections.abc import Iterator, Mapping
-from functools import cache
-from typing import Any, Literal
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
-from pydantic import TypeAdapter, ValidationError
 
-from gan.constraints import Beta, NonNegFloat, NonNegInt, PosFloat, PosInt
+from gan.checkpoints import load_checkpoint, resolve_checkpoint
 from gan.distributed import problems as distributed_problems
 from gan.errors import UserError, stopping_hydra
 from gan.module import GAN
 from gan.run_options import RunOptions
+from gan.signatures import RESERVED, Parameters, check, parameters
+from gan.untrusted import search_path
 
-RESERVED = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}  # Hydra's own keys of a node
 REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")  # ${a.b.c}: a key (resolvers have a colon)
-# What this project asks of arguments it passes to library classes, by base class. The library
-# checks the rest when the object is built (gan.fit builds the optimizers on a dummy tensor first).
-LIBRARY_RULES: dict[str, dict[str, Any]] = {
-    "torch.optim.Optimizer": {
-        "lr": PosFloat, "betas": tuple[Beta, Beta], "eps": PosFloat, "weight_decay": NonNegFloat,
-        "momentum": NonNegFloat, "alpha": NonNegFloat, "fused": bool | None,
-    },
-    "pytorch_lightning.Trainer": {
-        "accelerator": Literal["cpu", "gpu", "cuda", "mps", "auto"],
-        "devices": PosInt | Literal["auto"] | list[NonNegInt],  # more than one needs trainer=ddp (gan/distributed.py)
-        "num_nodes": PosInt,
-        "precision": Literal["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"],
-        "max_steps": PosInt,
-        "max_epochs": Literal[-1, None],  # a run's length is max_steps GAN iterations; its data has no epochs Lightning counts
-        "log_every_n_steps": PosInt,
-    },
-    "pytorch_lightning.callbacks.ModelCheckpoint": {"every_n_train_steps": NonNegInt | None},
-}
-
-
-class Parameters(dict):
-    """name -> (annotation, required) of what a node's consumer takes; `open`: it also takes
-    keyword arguments it does not name."""
-
-    open = False
-
-
-def _hints(function) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(function, include_extras=True)
-    except Exception:  # a library's annotations may not resolve outside its own imports
-        return {}
-
-
-@cache
-def parameters(target: str | Any) -> Parameters:
-    """What a class (or function) takes: its signature's parameters, following `**kwargs` to
-    the base classes that receive them. The project's own annotations are kept; a library's are
-    replaced by `LIBRARY_RULES` (or Any)."""
-    obj = get_object(target) if isinstance(target, str) else target
-    found = Parameters()
-    if inspect.isclass(obj) and hasattr(obj, "KWARGS_GO_TO"):  # its **kwargs are another class's arguments
-        found.update({name: (Any, False) for name in inspect.signature(obj.KWARGS_GO_TO).parameters})
-    classes = [c for c in obj.__mro__ if c is not object] if inspect.isclass(obj) else [obj]
-    for owner in classes:
-        function = owner.__init__ if inspect.isclass(owner) else owner
-        if inspect.isclass(owner) and "__init__" not in vars(owner):
-            continue
-        own = (getattr(owner, "__module__", "") or "").split(".")[0] == "gan"
-        hints = _hints(function) if own else {}
-        rules = {} if own else _library_rules(obj)
-        accepts_more, first = False, not found  # a base reached through **kwargs: the subclass fills in what it requires
-        for name, p in list(inspect.signature(function).parameters.items())[1 if inspect.isclass(owner) else 0:]:
-            if p.kind is p.VAR_KEYWORD:
-                accepts_more = True
-            elif p.kind is not p.VAR_POSITIONAL and name not in found:
-                found[name] = (hints.get(name, rules.get(name, Any)), first and p.default is p.empty)
-        if not accepts_more:
-            return found
-        if not inspect.isclass(owner):
-            break
-    found.open = True  # **kwargs that no base class names
-    return found
-
-
-def _library_rules(cls) -> dict[str, Any]:
-    rules: dict[str, Any] = {}
-    for base, table in LIBRARY_RULES.items():
-        if inspect.isclass(cls) and issubclass(cls, get_object(base)):
-            rules.update(table)
-    return rules
 
 
 def references(raw: Any) -> set[str]:
@@ -154,22 +79,6 @@ def problems(resolved: Mapping, raw: Mapping, known: set[str], plain: dict[str, 
             yield (f"{path}.{key}" if path else key), None, "missing"
 
 
-def check(where: str, value: Any, annotation: Any) -> Iterator[tuple[str, Any, str]]:
-    try:
-        TypeAdapter(annotation).validate_python(value)
-    except ValidationError as exc:
-        found: dict[str, tuple[Any, list[str]]] = {}
-        for error in exc.errors():
-            index = [str(part) for part in error["loc"] if isinstance(part, int)]  # a list element; str parts name union members
-            key = ".".join([where, *index])
-            found.setdefault(key, (error.get("input", value), []))[1].append(error["msg"][0].lower() + error["msg"][1:])
-        for key, (bad, messages) in found.items():  # a union (`threads`: a number or 'auto'): one message
-            lead = "input should be "
-            if len(messages) > 1 and all(m.startswith(lead) for m in messages):
-                messages = [lead + " or ".join(m.removeprefix(lead) for m in messages)]
-            yield key, bad, "; ".join(messages)
-
-
 def _source(raw: Any, key: str) -> str | None:
     """The key a value came through, when it is exactly `${that.key}`."""
     node = raw
@@ -191,7 +100,10 @@ class ValidateFirst(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         with stopping_hydra():
-            validate(task_config(config))
+            task = task_config(config)
+            validate(task)
+            if task.ckpt_path is not None:  # an unsafe or broken checkpoint too (read as data, tensors left on disk)
+                load_checkpoint(resolve_checkpoint(task.ckpt_path), search_path(config.hydra), mmap=True)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """A sweep whose jobs cannot start their processes is refused before any job starts."""

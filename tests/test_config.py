@@ -12,7 +12,8 @@ from omegaconf import OmegaConf, open_dict
 from gan.building import network_optimizer
 from gan.errors import UserError
 from gan.module import GAN
-from gan.schema import parameters, validate
+from gan.schema import validate
+from gan.signatures import parameters
 from tests.helpers import CONF, make_cfg, run_cli
 
 GROUPS = ["data", "model", "loss", "optimizer", "trainer", "logger", "callbacks", "experiment", "hparams_search", "debug"]

@@ -205,9 +205,9 @@ def test_exported_mnist_decodes_to_the_very_pixels_of_mnist(tmp_path, cache, mni
     from gan.export_images import Args, export
 
     export(Args(out=str(tmp_path / "png"), root=mnist_root, n=50))
-    classes = sorted(p.name for p in (tmp_path / "png").iterdir())
+    classes = sorted(p.name for p in (tmp_path / "png").iterdir() if not p.name.startswith("."))  # .gan-export: its mark
     assert classes[:2] == ["0_0-zero", "1_1-one"] and len(classes) == 10
-    with pytest.raises(UserError, match="is not empty"):
+    with pytest.raises(UserError, match="holds an earlier export: give overwrite=true"):
         export(Args(out=str(tmp_path / "png"), root=mnist_root, n=1))
     dm = FolderDataModule(root=str(tmp_path / "png"), image_size=28, channels=1, labels="folders", batch_size=4)
     images, labels = dm.mapped()

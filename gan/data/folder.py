@@ -13,6 +13,11 @@ A share of the images (`holdout`, chosen by a hash of each file's name, so the c
 added files) is kept out of training: the metrics score against it and the feature classifier
 reports its accuracy on it, as MNIST's test split does. With `labels=folders` each top-level
 sub-folder is a class (sorted names: class 0, 1, ...).
+
+A folder may come from anywhere, so its files are treated as hostile: a link that leads out of
+`data.root` (or to a folder) is not followed, a name with control characters is not used, an
+image whose header claims more than `MAX_PIXELS` is not decoded, and a truncated or malformed
+file is skipped; each is counted in the log (data.strict=true: refused, naming it).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import logging
 import os
 import shutil
 import time
+import unicodedata
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -41,6 +47,7 @@ from gan.constraints import Count, NonNegInt, OpenFraction, PosInt
 from gan.data.batches import SAMPLINGS, ImageDataModule
 from gan.data.memory import available_memory
 from gan.errors import UserError
+from gan.untrusted import shown
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,8 @@ LABELS = ("none", "folders")
 FORMAT = 2  # of the cache files and of the decoding below: a change retires old caches
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 MEMORY_SHARE = 0.5  # data.in_memory=auto copies the images into memory when they take at most this share of what is free
+MAX_PIXELS = 89_478_485  # PIL's default decompression-bomb limit, held here whatever another library sets PIL's to
+ODD_CHARACTERS = {"Cc", "Cs", "Zl", "Zp"}  # Unicode categories no file name used here holds: controls, bad bytes, line breaks
 
 
 @dataclass
@@ -62,31 +71,47 @@ class Listing:
     train: int  # how many of `files` are for training
     fingerprint: str  # of every file's name, size and modification time
     other_files: int  # files that are not images, ignored
+    unsafe: list[tuple[str, str]]  # (file, why) of those not read: links out of the folder, names with control characters
 
 
 def name_hash(relative: str) -> int:
     return int(hashlib.sha1(relative.encode()).hexdigest()[:12], 16)
 
 
-def scan(root: Path, labels: str, holdout: float) -> Listing:
+def why_not_read(path: Path, relative: str, root: Path) -> str:
+    """Why a file of the folder is not read ('' when it may be): see the module docstring."""
+    if any(unicodedata.category(c) in ODD_CHARACTERS for c in relative):
+        return "a name with control characters"
+    if path.is_symlink() and (path.is_dir() or not path.resolve().is_relative_to(root)):
+        return "a link to a folder (not followed)" if path.is_dir() else "a link out of data.root (not followed)"
+    return ""
+
+
+def scan(root: Path, labels: str, holdout: float, strict: bool = False) -> Listing:
     """The folder's image files (hidden files and folders skipped), their classes and the held-out share."""
     if not root.is_dir():
         raise UserError(f"data.root={root} is not a folder. Point it at a folder of images (PNG, JPEG or WebP, flat "
                         f"or in sub-folders); `python -m gan.export_images` writes MNIST as one.")
-    found, other, digest = [], 0, hashlib.sha256()
-    for folder, subfolders, names in os.walk(root):
+    found, other, refused, digest = [], 0, [], hashlib.sha256()
+    for folder, subfolders, names in os.walk(root):  # links to folders are listed, never entered
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        for name in sorted(names):
-            path = Path(folder, name)
+        for name in sorted(set(names) | {d for d in subfolders if Path(folder, d).is_symlink()}):
             if name.startswith("."):
+                continue
+            path = Path(folder, name)
+            relative = path.relative_to(root).as_posix()
+            if why := why_not_read(path, relative, root):
+                if strict:
+                    raise UserError(f"data.strict=true: {shown(str(path), 200)} in data.root is {why}. Remove it, or set "
+                                    f"data.strict=false to skip such files with a count in the log.")
+                refused.append((shown(relative, 200), why))
                 continue
             if path.suffix.lower() not in SUFFIXES:
                 other += 1
                 continue
-            relative = path.relative_to(root).as_posix()
             try:
                 stat = path.stat()
-            except OSError:  # a dangling link: counted as unreadable when decoded
+            except OSError:  # a dangling link inside the folder: nothing to read
                 continue
             found.append(relative)
             digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -109,7 +134,7 @@ def scan(root: Path, labels: str, holdout: float) -> Listing:
     ordered = sorted(f for f in found if f not in held) + sorted(held)
     index = {name: i for i, name in enumerate(classes)}
     return Listing(ordered, [index[f.split("/", 1)[0]] if classes else 0 for f in ordered], classes,
-                   len(found) - len(held), digest.hexdigest(), other)
+                   len(found) - len(held), digest.hexdigest(), other, refused)
 
 
 def colour_channels(image: Image.Image) -> int:
@@ -139,7 +164,13 @@ class Decoder(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str, str]:
         try:
-            with Image.open(self.root / self.files[i]) as image:
+            with warnings.catch_warnings():  # PIL warns of a large image and decodes it; the limit below skips it
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(self.root / self.files[i])
+            with image:
+                if image.width * image.height > MAX_PIXELS:
+                    raise ValueError(f"its header claims {image.width}x{image.height} pixels, more than the {MAX_PIXELS} "
+                                     f"decoded (a decompression bomb?)")
                 natural = colour_channels(image)
                 image.draft("L" if self.channels == 1 else "RGB", (self.size, self.size))  # JPEG: decode no larger than needed
                 upright = ImageOps.exif_transpose(image)  # a phone photo's orientation tag
@@ -241,7 +272,7 @@ class FolderDataModule(ImageDataModule):
         """List the folder and decode it into the cache unless it is there already."""
         if self.meta is not None:
             return
-        listing = scan(self.root, self.labels_from, self.holdout)
+        listing = scan(self.root, self.labels_from, self.holdout, self.strict)
         key = hashlib.sha256(repr((listing.fingerprint, self.image_shape, self.fit, self.labels_from, self.holdout,
                                    FORMAT)).encode()).hexdigest()[:32]
         self.cache = cache_dir() / "images" / key
@@ -283,6 +314,9 @@ class FolderDataModule(ImageDataModule):
                 + f", {'x'.join(map(str, self.image_shape))}, cached in {self.cache}"]
         if listing.other_files:
             note.append(f"{listing.other_files} files that are not PNG, JPEG or WebP ignored")
+        for why in dict.fromkeys(why for _, why in listing.unsafe):
+            files = [name for name, reason in listing.unsafe if reason == why]
+            note.append(f"{len(files)} files not read, each {why} (first: {files[0]})")
         if meta["skipped"]:
             (first, why), *_ = meta["skipped"]
             note.append(f"{len(meta['skipped'])} unreadable files skipped (first: {first}: {why})")
@@ -296,7 +330,7 @@ class FolderDataModule(ImageDataModule):
         with warnings.catch_warnings():  # read-only by design: nothing writes to the cache
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             images = torch.from_numpy(array)
-        return images, torch.from_numpy(np.load(self.cache / "labels.npy"))
+        return images, torch.from_numpy(np.load(self.cache / "labels.npy", allow_pickle=False))
 
     def files(self) -> list[str]:
         """The file of each cached image (training ones first), relative to data.root."""

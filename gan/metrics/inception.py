@@ -2,12 +2,15 @@
 weights file, for users who have one: `callbacks.metrics.features=inception callbacks.metrics.inception_weights=<file>`.
 
 Nothing is downloaded: without the file the run stops with a message saying what to fetch.
-Grey images are repeated to three channels and scaled to uint8, as torch-fidelity expects; it
-resizes them to 299x299 itself.
+The file is read here as tensors only (torch-fidelity itself would unpickle it, which runs
+whatever code a crafted file names). Grey images are repeated to three channels and scaled to
+uint8, as torch-fidelity expects; it resizes them to 299x299 itself.
 """
 
 from __future__ import annotations
 
+import io
+import pickle
 from pathlib import Path
 
 import torch
@@ -23,7 +26,7 @@ class InceptionFeatures:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                               feature_extractor_weights_path=str(Path(weights).expanduser()))
+                                               feature_extractor_weights_path=tensors_only(Path(weights).expanduser()))
 
     @staticmethod
     def check(weights: str | None) -> None:
@@ -53,3 +56,19 @@ class InceptionFeatures:
             logits.append(b)
         pool_features = torch.cat(pool)
         return {"conv": pool_features, "hidden": pool_features, "logits": torch.cat(logits)}
+
+
+def tensors_only(path: Path) -> io.BytesIO:
+    """The weights file re-serialized from what `weights_only=True` read: torch-fidelity unpickles
+    what it is given, and this holds nothing but the tensors."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"inception_weights={path}: refused: it holds Python objects besides tensors, and loading it "
+                        f"could run code. Use torch-fidelity's {WEIGHTS} as published.") from None
+    except Exception as exc:
+        raise UserError(f"inception_weights={path}: not a readable weights file ({type(exc).__name__}).") from None
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
