@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from gan import resolvers
+from gan.training import resolvers
 
 resolvers.register()  # ${unique_dir:}, ${sweep_dir:}, ... in conf/, before Hydra composes it
 
@@ -14,14 +14,14 @@ resolvers.register()  # ${unique_dir:}, ${sweep_dir:}, ... in conf/, before Hydr
 def main(cfg: DictConfig) -> float | None:
     """Returns the final value of `optimized_metric`, which sweepers minimise or maximise
     (`failed_objective` for a job of a sweep that failed or diverged)."""
-    from gan.job import run  # torch and Lightning load here, not for --help
+    from gan.training.job import run  # torch and Lightning load here, not for --help
 
     return run(cfg)
 
 
 if __name__ == "__main__":
     if {"-h", "--help"} & set(sys.argv[1:]):  # ours, read off conf/; Hydra's own: --hydra-help
-        from gan.train_help import text
+        from gan.config.help import text
 
         print(text())
     else:

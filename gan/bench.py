@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -35,13 +34,13 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
-from gan import resolvers
+from gan.config import CONF
 from gan.data import to_unit
-from gan.fit import fit
-from gan.lightning_adapter import skip_graph_capture_check
+from gan.engine.lightning_adapter import skip_graph_capture_check
 from gan.module import GAN
+from gan.training import resolvers
+from gan.training.fit import fit
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 MODELS = {"seed": [], "dcgan": ["experiment=dcgan_mnist"]}
 HAND_STEP = None  # the hand loop's step, for the Interleaved callback that Hydra builds
 
@@ -118,7 +117,7 @@ class Interleaved(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, *args) -> None:
         step, device, block = trainer.global_step, pl_module.device, self.every_n_steps
         if not hasattr(self, "fast"):  # the default path's settings, as the module's on_train_start made them
-            self.fast = (pl_module.lightning_steps, pl_module.graphed)
+            self.fast = (pl_module.execution.through_lightning, pl_module.execution.graphed)
         if step % block:
             return
         if self.start is not None:  # a timed runner block ends
@@ -132,7 +131,7 @@ class Interleaved(pl.Callback):
                 self.done["hand"][0] += block
                 self.done["hand"][1] += sync(device) - then
         eager = self.mode(step) == "eager"
-        pl_module.lightning_steps, pl_module.graphed = ("bench: eager", None) if eager else self.fast
+        pl_module.execution.through_lightning, pl_module.execution.graphed = ("bench: eager", None) if eager else self.fast
         self.start = sync(device)
         Interleaved.result = {k: n / s for k, (n, s) in self.done.items() if s}
         Interleaved.result["replays"] = getattr(self.fast[1], "replays", 0)
@@ -140,7 +139,7 @@ class Interleaved(pl.Callback):
 
 def config(model: str, device: str, *overrides: str, run_dir: str):
     accelerator = "gpu" if device == "cuda" else "cpu"
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("train", overrides=[*MODELS[model], f"run_dir={run_dir}", f"trainer.accelerator={accelerator}",
                                            "eval_every=0", *overrides])
 
@@ -199,7 +198,7 @@ def train_py(overrides: list[str]) -> None:
     """Wall time of `python train.py OVERRIDES`, start-up, evaluation and writing included."""
     with tempfile.TemporaryDirectory() as cwd:
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, str(Path(CONF).parent / "train.py"), *overrides,
+        done = subprocess.run([sys.executable, str(CONF.parent / "train.py"), *overrides,
                                "callbacks.progress_bar.refresh_rate=0"], cwd=cwd, capture_output=True, text=True)
         wall = time.perf_counter() - start
     if done.returncode:

@@ -1,5 +1,5 @@
-"""Callbacks of this project (`callbacks` group): sample grids, the crash checkpoint, the health
-monitor, the progress bar."""
+"""Callbacks of this project (`callbacks` group): sample grids, the health monitor, the progress
+bar. (The checkpoints' callbacks: gan/run/checkpoints/.)"""
 
 from __future__ import annotations
 
@@ -16,11 +16,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
-from gan.constraints import Fraction, NonNegInt, PosInt
-from gan.lightning_adapter import (
-    Checkpoint,  # noqa: F401  (conf/callbacks names it gan.callbacks.Checkpoint)
-    finite_weights,
-)
+from gan.config.constraints import Fraction, NonNegInt, PosInt
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +99,6 @@ class SampleGrid(pl.Callback):
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, step)
         self._last_written = step
-
-
-class ExceptionCheckpoint(pl.Callback):
-    """Saves the state at a crash or Ctrl-C to `path` (possibly mid-iteration), beside the
-    clean `last.ckpt`. Lightning's OnExceptionCheckpoint does this too, but its presence makes
-    every `fit` without a `ckpt_path` look for a checkpoint to resume from."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        # A run that never trained has nothing to save, and NaN weights are no state to resume from.
-        if trainer.global_step > 0 and finite_weights(pl_module):
-            trainer.save_checkpoint(self.path)
 
 
 class HealthMonitor(pl.Callback):

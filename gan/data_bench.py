@@ -26,7 +26,9 @@ import numpy as np
 import pytorch_lightning as pl
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from gan.config import CONF
+
+ROOT = CONF.parent  # the checkout: train.py beside conf/
 RATES: list[float] = []  # filled by Rate, read by the it/s rounds
 
 
@@ -52,7 +54,7 @@ def limited_train(budget_mib: int, args: list[str], cwd: Path, env: dict | None 
     (page cache of mapped files included) and its anonymous resident memory at the end."""
     code = f"""
 import json, resource, runpy, sys
-import torch, pytorch_lightning, gan.job
+import torch, pytorch_lightning, gan.training.job
 def field(name):
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(name + ":"))
 start = field("VmData")
@@ -118,8 +120,8 @@ def data_path_microseconds(datamodules: dict, iterations: int = 2000, repeats: i
 def rates(png: Path, iterations: int, rounds: int, run_dir: Path) -> dict[str, list[float]]:
     from hydra import compose, initialize_config_dir
 
-    from gan import resolvers
-    from gan.fit import fit
+    from gan.training import resolvers
+    from gan.training.fit import fit
 
     resolvers.register()
     sources = {"MNIST files": ["data=mnist"],
@@ -130,7 +132,7 @@ def rates(png: Path, iterations: int, rounds: int, run_dir: Path) -> dict[str, l
     found: dict[str, list[float]] = {name: [] for name in sources}
     for r in range(rounds):
         for name, overrides in sources.items():
-            with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
                 cfg = compose("train", overrides=[*overrides, "trainer=cpu", f"trainer.max_steps={iterations}",
                                                   "eval_every=0", f"sample_every={iterations}",
                                                   "callbacks.progress_bar.refresh_rate=0",

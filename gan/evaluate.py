@@ -19,13 +19,13 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
-from gan.checkpoints import load_generator
-from gan.cli import run
+from gan.config.cli import run
+from gan.config.signatures import parameters
+from gan.config.untrusted import FileConfig, config_dirs, package, read_yaml, rebuild
 from gan.errors import UserError
 from gan.metrics import METRICS
 from gan.metrics.evaluator import Evaluator
-from gan.signatures import parameters
-from gan.untrusted import FileConfig, config_dirs, package, read_yaml, rebuild
+from gan.run.checkpoints.files import load_generator
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Optional
 from PIL import Image
 from tqdm.auto import tqdm
 
-from gan.cli import run
+from gan.config.cli import run
 from gan.errors import UserError
 
 DATASETS = {"mnist": "MNISTDataModule", "fashion_mnist": "FashionMNISTDataModule", "cifar10": "CIFAR10DataModule"}

@@ -17,11 +17,11 @@ from typing import Optional
 import numpy as np
 from torchvision.utils import save_image
 
-from gan.checkpoints import load_generator
-from gan.cli import run
+from gan.config.cli import run
+from gan.config.untrusted import config_dirs
 from gan.errors import UserError
-from gan.sampling import generate
-from gan.untrusted import config_dirs
+from gan.run.checkpoints.files import load_generator
+from gan.samples import generate
 
 
 @dataclass

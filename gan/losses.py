@@ -3,13 +3,11 @@ and the gradient penalties. All take D's raw outputs (logits / critic scores).""
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan.constraints import Label, NonNegFloat
+from gan.config.constraints import Label, NonNegFloat
 
 
 def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -23,19 +21,13 @@ class Loss:
     E[(||grad D(x^)|| - 1)^2] at random points x^ between paired reals and fakes (added to the
     D step that sees the fakes; the paper's single step is `gan.d_update=joint`). `r1_gamma`
     (R1, Mescheder et al. 2018): adds gamma/2 E[||grad D(x)||^2] on the reals.
-    `gradient_penalty`: the old name of `gp_weight`, still read, with a warning.
     `probabilities`: D's outputs read as P(real) through a sigmoid (the BCE losses); the
     others' outputs are raw scores, logged as they are.
     """
 
     probabilities = False
 
-    def __init__(self, gp_weight: NonNegFloat = 0.0, r1_gamma: NonNegFloat = 0.0,
-                 gradient_penalty: NonNegFloat | None = None):
-        if gradient_penalty is not None:
-            warnings.warn(f"loss.gradient_penalty is deprecated: it is loss.gp_weight now (using {gradient_penalty}).",
-                          FutureWarning, stacklevel=2)
-            gp_weight = gradient_penalty
+    def __init__(self, gp_weight: NonNegFloat = 0.0, r1_gamma: NonNegFloat = 0.0):
         self.gp_weight, self.r1_gamma = gp_weight, r1_gamma
 
     def d_real(self, logits: torch.Tensor) -> torch.Tensor:

@@ -11,10 +11,10 @@ The objective is the `loss` object's (gan/losses.py; the Keras example's is NonS
 runs feed the real batch's labels to D with the reals and with the fakes made for it; G's own
 step draws its labels uniformly. Everything random in iteration t (the noise, G's labels, the
 gradient penalty's mixing weights) is drawn before it from (seed, t) for the global batch
-(gan/draws.py), like the real batch (gan/data/batches.py): with several processes each keeps its slice.
+(gan/engine/draws.py), like the real batch (gan/data/batches.py): with several processes each keeps its slice.
 `trainer.global_step` counts GAN iterations, so `max_steps`, logging, sampling and checkpoint
 intervals all count them; one training step runs a chunk of iterations that ends on the next
-such event (gan/iterations.py), which is the same as running them one step each, bit for bit.
+such event (gan/engine/chunks.py), which is the same as running them one step each, bit for bit.
 """
 
 from __future__ import annotations
@@ -25,24 +25,16 @@ from typing import Literal
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from gan.building import build, network_optimizer
-from gan.constraints import OpenFraction, PosInt
-from gan.cuda_graphs import GraphedIterations
+from gan.config.building import build, network_optimizer
+from gan.config.constraints import OpenFraction, PosInt
 from gan.data import Chunk, to_unit
-from gan.distributed import replicas_identical
-from gan.draws import Draws, IterationDraws
-from gan.lightning_adapter import (
-    count_iteration,
-    lightning_steps_reason,
-    skip_graph_capture_check,
-    sync_logging_step,
-    uncounted_optimizer_step,
-)
+from gan.engine.draws import Draws
+from gan.engine.execution import Execution
 from gan.losses import Loss, NonSaturating, gradient_penalty, r1_penalty
 
 D_UPDATES = ("two_steps", "joint")
@@ -96,13 +88,9 @@ class GAN(pl.LightningModule):
         ema_decay: OpenFraction | None = None,
         n_critic: PosInt = 1,
         cuda_graph: bool = True,
-        config: dict | None = None,
-        resolved_config: dict | None = None,
     ):
-        """The update rule's parameters are the `gan` config node (`gan.d_update`, ...).
-        `config`, `resolved_config`: the run's config as written (for the record) and resolved,
-        both saved in every checkpoint: the resolved one lets a checkpoint alone rebuild its
-        generator (gan.evaluate, gan.generate) without resolving anything a file says."""
+        """The update rule's parameters are the `gan` config node (`gan.d_update`, ...);
+        `cuda_graph` is how it may execute (gan/engine/execution.py)."""
         super().__init__()
         if d_update not in D_UPDATES or fakes_mode not in FAKES_MODES:
             raise ValueError(f"d_update must be one of {D_UPDATES}, fakes_mode one of {FAKES_MODES}")
@@ -112,11 +100,7 @@ class GAN(pl.LightningModule):
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.latent_dim, self.num_classes = generator.latent_dim, generator.num_classes
         self.d_update, self.fakes_mode, self.n_critic, self.cuda_graph = d_update, fakes_mode, n_critic, cuda_graph
-        self.lightning_steps: str | None = "not training"  # set at train start: why steps go through Lightning
-        self.graphed: GraphedIterations | None = None
-        self.draws: IterationDraws | None = None  # set at train start: each iteration's noise from (seed, iteration)
-        self._replicas: tuple[nn.Module, nn.Module] | None = None  # G and D as several processes step them
-        self.replicas_identical: bool | None = None  # checked at train end when several processes trained
+        self.execution = Execution()  # how the steps run; fitted to the trainer at train start
         self._ema_started = False
         self.generator_ema = None
         if ema_decay is not None:
@@ -124,12 +108,10 @@ class GAN(pl.LightningModule):
             # from G after each update, as averaging statistics of other weights means nothing.
             self.generator_ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=False)
             self.generator_ema.requires_grad_(False)
-        self.config, self.resolved_config = config, resolved_config
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> GAN:
-        """The module a run's config describes: `model`, `loss`, `optimizer` and `gan`. The
-        config goes into every checkpoint, as written and resolved (gan/untrusted.py)."""
+        """The module a run's config describes: `model`, `loss`, `optimizer` and `gan`."""
         return cls(
             generator=build(cfg, "model.generator"),
             discriminator=build(cfg, "model.discriminator"),
@@ -137,8 +119,6 @@ class GAN(pl.LightningModule):
             d_optimizer=network_optimizer(cfg.optimizer, "discriminator"),
             loss=build(cfg, "loss"),
             **cfg.gan,
-            config=OmegaConf.to_container(cfg, resolve=False),
-            resolved_config=OmegaConf.to_container(cfg, resolve=True),
         )
 
     @property
@@ -148,17 +128,6 @@ class GAN(pl.LightningModule):
 
     def configure_optimizers(self):
         return self.g_optimizer(self.generator.parameters()), self.d_optimizer(self.discriminator.parameters())
-
-    def replicate(self, wrap: Callable[[nn.Module], nn.Module] | None) -> None:
-        """Have the D and G steps call `wrap(net)` of each network (gan/distributed.py wraps each in
-        DistributedDataParallel); None: the networks themselves again. Kept out of the module's
-        children, so checkpoints hold each weight once, under its own name."""
-        self._replicas = None if wrap is None else (wrap(self.generator), wrap(self.discriminator))
-
-    @property
-    def stepped(self) -> tuple[nn.Module, nn.Module]:
-        """(G, D) as their own optimizer steps call them: through the process replicas, if any."""
-        return self._replicas or (self.generator, self.discriminator)
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, labels: torch.Tensor | None = None, training: bool = False,
@@ -171,35 +140,18 @@ class GAN(pl.LightningModule):
             return net(z, labels)
 
     def on_train_start(self) -> None:
-        """How the optimizer steps run for this fit: straight on the torch optimizers (no per-step
-        Lightning hooks), unless something needs each step to go through Lightning; on a CUDA
-        device, replayed from a CUDA graph where capture can work (gan/cuda_graphs.py)."""
-        self.lightning_steps = lightning_steps_reason(self.trainer)
-        data = self.trainer.datamodule
-        self.draws = IterationDraws(self.generator, self.n_critic, data.batch_size, data.seed, self.device,
-                                    rank=self.trainer.global_rank, world=self.trainer.world_size,
-                                    penalty=bool(self.loss.gp_weight))
-        if self.device.type == "cpu":
-            for opt in self.optimizers():
-                skip_graph_capture_check(opt.optimizer)
-        self.graphed = GraphedIterations.for_module(self) if self.cuda_graph else None
+        self.execution.start(self)
 
     def training_step(self, chunk: Chunk) -> None:
-        """Runs the chunk's GAN iterations (gan/iterations.py plans them), each exactly as a
+        """Runs the chunk's GAN iterations (gan/engine/chunks.py plans them), each exactly as a
         training step of its own would, and logs the last one's scalars when it is a logging step."""
-        if self.graphed is not None:
-            out = self.graphed.run(chunk)
-        else:
-            for reals, labels in chunk:
-                out = self.iteration(reals, labels, self.draws(self.global_step))
-                count_iteration(self.trainer)
-        sync_logging_step(self.trainer)
+        out = self.execution.run(self, chunk)
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self.log_train_scalars(*out)
 
     def iteration(self, reals: torch.Tensor, labels: torch.Tensor, draws: Draws):
         """One GAN iteration on `reals` (n_critic, batch, C, H, W; uint8 pixels or floats in
-        [-1, 1]), their labels (n_critic, batch) and the iteration's random draws (gan/draws.py):
+        [-1, 1]), their labels (n_critic, batch) and the iteration's random draws (gan/engine/draws.py):
         one D step per real batch, then one G step, then the EMA. Returns what log_train_scalars
         needs. No host synchronisation and no random draw inside, so a CUDA graph can capture it."""
         assert len(reals) == self.n_critic, f"{len(reals)} real batches for n_critic={self.n_critic}"
@@ -217,7 +169,7 @@ class GAN(pl.LightningModule):
     def log_train_scalars(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, g_loss: torch.Tensor,
                           penalties: dict[str, torch.Tensor]) -> None:
         """Called only on the steps Lightning writes (every `log_every_n_steps`): each
-        `self.log` costs about as much as a small layer's forward pass on the CPU. Logging
+        `self.log` costs as much as a small layer's forward pass on the CPU. Logging
         `step` puts the scalars at the iteration count, where the grids and checkpoints are.
         With several processes each scalar is averaged over them (equal slices of the global
         batch, so the mean of their means is the global batch's), and every process holds it."""
@@ -241,7 +193,7 @@ class GAN(pl.LightningModule):
         both batches, joins the fake term or the joint loss. `z`: the fakes' noise; `mix`: the
         penalty's mixing weights. D's own forward passes go through its process replica."""
         fake = self.sample(z, labels, training=self.fakes_mode == "train")
-        discriminator = self.stepped[1]
+        _, discriminator = self.execution.networks(self)
         penalties: dict[str, torch.Tensor] = {}
         if self.loss.r1_gamma:
             real = real.detach().requires_grad_(True)
@@ -251,7 +203,7 @@ class GAN(pl.LightningModule):
             penalties["loss/r1"] = r1_penalty(real_logits, real)
             real_loss = real_loss + self.loss.r1_gamma / 2 * penalties["loss/r1"]
         if self.d_update == "two_steps":
-            self._d_step(d_opt, real_loss)
+            self.step(d_opt, real_loss)
             fake_logits = discriminator(fake, labels)
             loss = self.loss.d_fake(fake_logits)
         else:
@@ -260,15 +212,16 @@ class GAN(pl.LightningModule):
         if self.loss.gp_weight:
             penalties["loss/gp"] = gradient_penalty(self.discriminator, real, fake, labels, mix)
             loss = loss + self.loss.gp_weight * penalties["loss/gp"]
-        self._d_step(d_opt, loss)
+        self.step(d_opt, loss)
         return real_logits.detach(), fake_logits.detach(), {k: v.detach() for k, v in penalties.items()}
 
     def generator_step(self, z: torch.Tensor, labels: torch.Tensor | None, g_opt) -> torch.Tensor:
         """G's step on noise `z` and labels (conditional). G runs through its process replica; D is
         the bare, frozen network: nothing of D's is reduced or stepped here."""
+        generator, _ = self.execution.networks(self)
         with frozen(self.discriminator):
-            loss = self.loss.g(self.discriminator(self.stepped[0](z, labels), labels))
-            self._optimizer_step(g_opt, loss)
+            loss = self.loss.g(self.discriminator(generator(z, labels), labels))
+            self.step(g_opt, loss)
         return loss.detach()
 
     @torch.no_grad()
@@ -284,34 +237,6 @@ class GAN(pl.LightningModule):
         for averaged, live in zip(ema.module.buffers(), self.generator.buffers()):
             averaged.copy_(live)
 
-    def _d_step(self, d_opt, loss: torch.Tensor) -> None:
-        self._optimizer_step(d_opt, loss)
-
-    def _optimizer_step(self, opt, loss: torch.Tensor) -> None:
-        """One backward and optimizer step. `global_step` is counted per GAN iteration by
-        training_step, so no step here advances it (gan/lightning_adapter.py)."""
-        opt = getattr(opt, "optimizer", opt)  # the torch optimizer inside a LightningOptimizer
-        opt.zero_grad(set_to_none=True)
-        if self.lightning_steps:  # through the strategy and precision plugin, with their hooks
-            self.manual_backward(loss)
-            uncounted_optimizer_step(self.trainer, opt)
-        else:
-            loss.backward()
-            opt.step()
-
-    def on_train_end(self) -> None:
-        if self.trainer.world_size > 1:
-            self.replicas_identical = replicas_identical(self.trainer, self)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """The config, so that a checkpoint alone rebuilds its generator. (No RNG state: every
-        draw comes from (seed, iteration), gan/draws.py.)"""
-        checkpoint["config"], checkpoint["resolved_config"] = self.config, self.resolved_config
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """The optimizers' hyper-parameters are this run's (gan/resume.py)."""
-        for state, factory in zip(checkpoint.get("optimizer_states", []), (self.g_optimizer, self.d_optimizer)):
-            for group in state["param_groups"]:
-                group.update({k: v for k, v in getattr(factory, "keywords", {}).items() if k in group})
-                if "capturable" in group:  # a CUDA graph run's choice; this run makes its own at train start
-                    group["capturable"] = False
+    def step(self, opt, loss: torch.Tensor) -> None:
+        """One backward pass and optimizer step, as this fit executes them (gan/engine/execution.py)."""
+        self.execution.step(self, opt, loss)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from gan.constraints import Fraction, NonNegFloat, PosFloat, PosInt, Widths
+from gan.config.constraints import Fraction, NonNegFloat, PosFloat, PosInt, Widths
 
 INITS = ("glorot_uniform", "torch_default", "dcgan_normal")
 NOISES = ("normal", "uniform")

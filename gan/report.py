@@ -27,10 +27,10 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gan.config.untrusted import lookup, read_yaml
 from gan.errors import UserError
 from gan.metrics import BETTER, METRICS
-from gan.status import read_status
-from gan.untrusted import lookup, read_yaml
+from gan.run.status import read_status
 
 CURVE_JOBS = 5  # best jobs drawn in curves.png
 

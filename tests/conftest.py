@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from gan.fit import QUIET_NOTICES
+from gan.training.fit import QUIET_NOTICES
 from tests.helpers import DATA_ROOT
 
 

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from gan import resolvers
+from gan.training import resolvers
 
 resolvers.register()  # as train.py does, before composing
 

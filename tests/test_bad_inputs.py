@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from gan import evaluate, generate, report
-from gan.fit import fit
+from gan.training.fit import fit
 from tests.helpers import ROOT, make_cfg, quick
 
 

@@ -9,11 +9,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from gan.building import network_optimizer
+from gan.config.building import network_optimizer
+from gan.config.signatures import parameters
 from gan.errors import UserError
 from gan.module import GAN
-from gan.schema import validate
-from gan.signatures import parameters
+from gan.training.schema import validate
 from tests.helpers import CONF, make_cfg, run_cli
 
 GROUPS = ["data", "model", "loss", "optimizer", "trainer", "logger", "callbacks", "experiment", "hparams_search", "debug"]
@@ -166,12 +166,6 @@ def test_every_key_of_every_option_reaches_a_parameter_that_exists(group, option
         stray.model.no_such_key = 1
     with pytest.raises(UserError, match="`model.no_such_key` is not a known key"):
         validate(stray)
-
-
-def test_the_old_name_of_the_penalty_weight_still_works_with_a_warning():
-    with pytest.warns(FutureWarning, match="loss.gradient_penalty is deprecated: it is loss.gp_weight now"):
-        loss = instantiate(make_cfg("loss=hinge", "loss.gradient_penalty=5").loss)
-    assert loss.gp_weight == 5
 
 
 @pytest.mark.parametrize("override, message", [

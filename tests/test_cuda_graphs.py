@@ -38,9 +38,9 @@ def train(overrides: list[str], graph: bool, steps: int = 200) -> GAN:
 def test_graph_replays_train_as_eager_kernels_do(name, mnist_root):
     eager = train(CONFIGURATIONS[name], graph=False)
     graphed = train(CONFIGURATIONS[name], graph=True)
-    runner = graphed.graphed
+    runner = graphed.execution.graphed
     assert runner is not None and runner.captures == 1
-    assert runner.replays == 200 - runner.warmup and eager.graphed is None
+    assert runner.replays == 200 - runner.warmup and eager.execution.graphed is None
     for key, value in eager.state_dict().items():  # weights, BatchNorm statistics, the EMA
         other = graphed.state_dict()[key]
         if value.is_floating_point():

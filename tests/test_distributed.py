@@ -17,8 +17,8 @@ import pytorch_lightning as pl
 import torch
 
 from gan.errors import UserError
-from gan.schema import validate
-from gan.signals import PREEMPT
+from gan.run.signals import PREEMPT
+from gan.training.schema import validate
 from tests.helpers import DATA_ROOT, ROOT, events, make_cfg, quick
 
 pytestmark = pytest.mark.usefixtures("mnist_root")
@@ -179,7 +179,7 @@ class SignalAt(pl.Callback):
     """Sends this process the cluster's preemption signal after iteration `step` (a chunk ends there)."""
 
     def __init__(self, step: int):
-        self.every_n_steps = step  # so that a training step ends on it (gan/iterations.py)
+        self.every_n_steps = step  # so that a training step ends on it (gan/engine/chunks.py)
 
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step == self.every_n_steps:
@@ -187,7 +187,7 @@ class SignalAt(pl.Callback):
 
 
 def test_a_preempted_slurm_job_stops_cleanly_is_requeued_once_and_continues_in_its_folder(tmp_path, monkeypatch):
-    from gan.job import run
+    from gan.training.job import run
 
     for key in [k for k in os.environ if k.startswith("SLURM_")]:
         monkeypatch.delenv(key)
@@ -219,7 +219,7 @@ def test_a_preempted_slurm_job_stops_cleanly_is_requeued_once_and_continues_in_i
 
 def test_each_process_draws_its_slice_of_the_global_batch_and_noise():
     from gan.data import StepBatches
-    from gan.draws import IterationDraws
+    from gan.engine.draws import IterationDraws
     from gan.networks import MLPGenerator
 
     net = MLPGenerator(latent_dim=8, hidden_dims=[16], out_shape=(1, 4, 4), conditional=True, num_classes=10)

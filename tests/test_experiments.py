@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from gan.checkpoints import load_generator
 from gan.errors import UserError
-from gan.fit import fit
 from gan.generate import Args, write
 from gan.module import LOGGED_METRICS
-from gan.sampling import generate
+from gan.run.checkpoints.files import load_generator
+from gan.samples import generate
+from gan.training.fit import fit
 from tests.helpers import CONF, make_cfg, optimizer_steps, quick, write_idx
 
 EXPERIMENTS = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))

@@ -19,7 +19,7 @@ from gan.data import CIFAR10DataModule, FolderDataModule, MNISTDataModule
 from gan.data.folder import Decoder
 from gan.data_bench import grey_squares, limited_train
 from gan.errors import UserError
-from gan.fit import fit
+from gan.training.fit import fit
 from tests.helpers import (
     DATA_ROOT,
     events,

@@ -1,4 +1,4 @@
-"""Several GAN iterations per training step (gan/iterations.py) are the same as one per step, bit
+"""Several GAN iterations per training step (gan/engine/chunks.py) are the same as one per step, bit
 for bit, with every event on its iteration; the CUDA-graph runner's logic, with an eager stand-in
 for the capture so that it runs on a CPU (tests/test_cuda_graphs.py runs the real one on a GPU)."""
 
@@ -13,10 +13,10 @@ import torch
 from hydra.utils import instantiate
 
 from gan.callbacks import IterationProgressBar
-from gan.cuda_graphs import GraphedIterations, reason_not_to_capture
-from gan.fit import fit
-from gan.iterations import chunk_length, event_intervals, iterations_per_step
+from gan.engine.chunks import chunk_length, event_intervals, iterations_per_step
+from gan.engine.cuda_graphs import GraphedIterations, reason_not_to_capture
 from gan.module import GAN
+from gan.training.fit import fit
 from tests.helpers import events, make_cfg
 
 
@@ -133,9 +133,10 @@ class EagerCapture(pl.Callback):
         return fn
 
     def on_train_batch_start(self, trainer, pl_module, *args):
-        if pl_module.graphed is None:  # after the module's on_train_start, which finds no CUDA device
-            assert reason_not_to_capture(pl_module) == "not on a CUDA device"
-            pl_module.graphed = GraphedIterations(pl_module, warmup=3, capture=self.capture)
+        execution = pl_module.execution
+        if execution.graphed is None:  # after the module's on_train_start, which finds no CUDA device
+            assert reason_not_to_capture(pl_module, execution) == "not on a CUDA device"
+            execution.graphed = GraphedIterations(pl_module, execution, warmup=3, capture=self.capture)
 
 
 def train(cfg, k: int, max_steps: int, callbacks: list) -> tuple[GAN, pl.Trainer]:
@@ -155,7 +156,7 @@ def test_graph_runner_logic_matches_eager_training_and_recaptures_when_the_learn
     eager, _ = train(cfg, k=7, max_steps=30, callbacks=[ChangeLearningRate(20)])
     graphed, trainer = train(cfg, k=7, max_steps=30, callbacks=[ChangeLearningRate(20), EagerCapture()])
     assert trainer.global_step == 30
-    runner = graphed.graphed
+    runner = graphed.execution.graphed
     assert (runner.eager_iterations, runner.replays, runner.captures) == (3, 27, 2)  # warm-up, replays, one re-capture
     assert_same_tensors(eager.state_dict(), graphed.state_dict())
     for a, b in zip(eager.optimizers(), graphed.optimizers()):
@@ -166,7 +167,7 @@ def test_graph_runner_logic_matches_eager_training_and_recaptures_when_the_learn
 
 def test_event_intervals_come_from_the_trainer_and_every_callback(mnist_root, tmp_path):
     from gan.callbacks import SampleGrid
-    from gan.lightning_adapter import Checkpoint
+    from gan.engine.lightning_adapter import Checkpoint
 
     trainer = pl.Trainer(accelerator="cpu", log_every_n_steps=50, logger=False, callbacks=[
         SampleGrid(str(tmp_path), every_n_steps=200), Checkpoint("c", dirpath=str(tmp_path), every_n_train_steps=500)])

@@ -1,4 +1,4 @@
-"""One test per use of Lightning internals (gan/lightning_adapter.py): a Lightning release that
+"""One test per use of Lightning internals (gan/engine/lightning_adapter.py): a Lightning release that
 changes one fails here, by name."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import scalar
 
-from gan.callbacks import Checkpoint
-from gan.lightning_adapter import (
+from gan.engine.lightning_adapter import (
+    Checkpoint,
     checkpoint_every_n_steps,
     checkpoint_state_key,
     count_iteration,

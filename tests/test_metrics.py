@@ -15,10 +15,10 @@ from hydra.errors import InstantiationException
 from gan.data import FashionMNISTDataModule, MNISTDataModule
 from gan.errors import UserError
 from gan.evaluate import Args, evaluate
-from gan.fit import fit, objective
 from gan.metrics import extractor
 from gan.metrics.extractor import Recipe, cache_key, classifier_for
 from gan.metrics.scores import fid, inception_score, kid, mode_coverage, precision_recall, score
+from gan.training.fit import fit, objective
 from tests.helpers import ROOT, events, make_cfg, quick, write_idx
 
 

@@ -22,7 +22,7 @@ class FixedBatches(pl.LightningDataModule):
     def __init__(self, n_critic: int = 1, batch: int = 8):
         super().__init__()
         self.shape = (n_critic, batch, 1, 28, 28)
-        self.batch_size, self.seed = batch, 0  # what the module's noise draws read (gan/draws.py)
+        self.batch_size, self.seed = batch, 0  # what the module's noise draws read (gan/engine/draws.py)
 
     def train_dataloader(self):
         images, labels = torch.rand(100, *self.shape) * 2 - 1, torch.randint(10, (100, *self.shape[:2]))
@@ -118,7 +118,7 @@ def test_d_update_uses_reals_labelled_1_and_inference_mode_fakes_labelled_0(d_up
     attach(module)
     z, real = fixed_noise(module), torch.rand(8, 1, 28, 28) * 2 - 1
     losses = []
-    monkeypatch.setattr(module, "_d_step", lambda opt, loss: losses.append(loss.detach()))  # record, don't step
+    monkeypatch.setattr(module, "step", lambda opt, loss: losses.append(loss.detach()))  # record, don't step
     module.generator.train()
     d = module.discriminator
     with torch.no_grad():
@@ -200,7 +200,7 @@ def test_gradient_penalty_joins_the_d_step_that_sees_the_fakes_with_its_weight(d
     attach(module)
     z, real = fixed_noise(module), torch.rand(8, 1, 28, 28) * 2 - 1
     losses = []
-    monkeypatch.setattr(module, "_d_step", lambda opt, loss: losses.append(loss.detach()))
+    monkeypatch.setattr(module, "step", lambda opt, loss: losses.append(loss.detach()))
     monkeypatch.setattr("gan.module.gradient_penalty", lambda d, r, f, y, mix: torch.tensor(0.25))
     with torch.no_grad():
         real_term, fake_term = -module.discriminator(real).mean(), module.discriminator(module.sample(z)).mean() + 10 * 0.25
@@ -214,7 +214,7 @@ def test_r1_penalty_joins_the_real_term(monkeypatch):
     module = build("loss.r1_gamma=4")
     attach(module)
     losses = []
-    monkeypatch.setattr(module, "_d_step", lambda opt, loss: losses.append(loss.detach()))
+    monkeypatch.setattr(module, "step", lambda opt, loss: losses.append(loss.detach()))
     real = torch.rand(8, 1, 28, 28) * 2 - 1
     *_, penalties = module.discriminator_step(real, None, module.optimizers()[1], fixed_noise(module))
     with torch.no_grad():
@@ -232,7 +232,7 @@ def test_conditional_steps_give_d_the_real_labels_and_g_random_ones(monkeypatch)
     labels = torch.arange(8)
     module.discriminator_step(torch.rand(8, 1, 28, 28) * 2 - 1, labels, module.optimizers()[1], fixed_noise(module))
     assert len(seen) == 2 and all(torch.equal(y, labels) for y in seen)  # reals, and the fakes made for them
-    draws = module.draws(0)  # G's step draws its own labels, uniformly over all classes
-    assert draws.g_labels.shape == (8,) and len(torch.cat([module.draws(t).g_labels for t in range(20)]).unique()) == 10
+    draws = module.execution.draws(0)  # G's step draws its own labels, uniformly over all classes
+    assert draws.g_labels.shape == (8,) and len(torch.cat([module.execution.draws(t).g_labels for t in range(20)]).unique()) == 10
     module.generator_step(draws.g_noise, draws.g_labels, module.optimizers()[0])
     assert torch.equal(seen[-1], draws.g_labels)

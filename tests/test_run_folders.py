@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from gan.run_folders import RunDirGuard
+from gan.run.folders import RunDirGuard
 
 
 def run_config(folder) -> OmegaConf:
@@ -31,8 +31,8 @@ def test_a_folder_holding_files_is_left_alone(tmp_path):
 
 
 def test_a_requeued_slurm_job_keeps_its_own_folder_and_no_other(tmp_path, monkeypatch):
-    from gan.run_folders import free_job_dir
-    from gan.status import write_status
+    from gan.run.folders import free_job_dir
+    from gan.run.status import write_status
 
     for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "SLURM_ARRAY_JOB_ID"):
         monkeypatch.delenv(key, raising=False)

@@ -9,7 +9,7 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from gan.schema import validate
+from gan.training.schema import validate
 from tests.helpers import CONF, make_cfg
 
 SEARCHES = sorted(path.stem for path in (CONF / "hparams_search").glob("*.yaml"))

@@ -14,8 +14,8 @@ import time
 import pytest
 import torch
 
-from gan.checkpoints import resolve_checkpoint
-from gan.fit import fit
+from gan.run.checkpoints.files import resolve_checkpoint
+from gan.training.fit import fit
 from tests.helpers import DATA_ROOT, ROOT, generator_weights, make_cfg, quick
 
 

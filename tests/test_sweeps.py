@@ -253,7 +253,7 @@ def test_the_slurm_launcher_config_composes_with_the_cluster_keys():
 
 
 def test_a_run_the_health_monitor_stops_is_marked_stopped(tmp_path):
-    from gan.job import run
+    from gan.training.job import run
     from tests.helpers import make_cfg, quick
 
     # "D wins" whenever D(x) > 0 and D(G(z)) < 1, i.e. always: the monitor stops the run after 3 iterations
@@ -287,7 +287,7 @@ def fake_job(sweep: Path, name: str, overrides: list[str], fids: list[float] | N
     """A finished job folder as a grid sweep without optimized_metric leaves it."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from gan.status import write_status
+    from gan.run.status import write_status
 
     folder = sweep / name
     (folder / ".hydra").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""threads=auto shares the machine's cores among the runs alive on it (gan/threads.py)."""
+"""threads=auto shares the machine's cores among the runs alive on it (gan/run/threads.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from gan import threads
+from gan.run import threads
 from tests.helpers import quick, run_cli
 
 

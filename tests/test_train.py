@@ -16,10 +16,10 @@ import yaml
 from gan.errors import UserError
 from gan.evaluate import Args as EvaluateArgs
 from gan.evaluate import evaluate
-from gan.fit import fit
 from gan.generate import Args as GenerateArgs
 from gan.generate import write
 from gan.module import LOGGED_METRICS
+from gan.training.fit import fit
 from tests.helpers import (
     DATA_ROOT,
     ROOT,
@@ -278,7 +278,7 @@ def test_an_unsafe_or_broken_checkpoint_is_refused_in_one_paragraph_and_never_ru
 def test_a_diverging_run_stops_keeps_only_finite_checkpoints_and_fails_with_standard_json(mnist_root, tmp_path):
     """The default health action stops on NaN losses; no checkpoint holds non-finite weights; the
     single run ends with an error; status.json is standard JSON (no bare NaN)."""
-    from gan.job import run
+    from gan.training.job import run
 
     cfg = make_cfg(*quick("optimizer=sgd", "optimizer.lr=1e30", "trainer.log_every_n_steps=1", "trainer.max_steps=50"),
                    run_dir=tmp_path)
@@ -315,7 +315,7 @@ def test_a_refused_run_leaves_no_checkpoint_and_says_failed(mnist_root, tmp_path
 
 def test_a_resume_applies_new_optimizer_values_and_refuses_another_model(short_run, tmp_path, caplog):
     run_dir, _ = short_run
-    with caplog.at_level("INFO", logger="gan.resume"):
+    with caplog.at_level("INFO", logger="gan.run.checkpoints.resume"):
         fit(make_cfg(*quick("trainer.max_steps=15", "optimizer.lr=1e-4", f"ckpt_path={run_dir}"), run_dir=tmp_path / "a"))
     states = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"]
     assert [s["param_groups"][0]["lr"] for s in states] == [1e-4, 1e-4]  # the rate this config asked for
@@ -326,7 +326,7 @@ def test_a_resume_applies_new_optimizer_values_and_refuses_another_model(short_r
 
 
 def test_the_ending_gives_scores_with_their_direction_and_the_best_checkpoint(tmp_path):
-    from gan.summary import ending
+    from gan.training.ending import ending
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "best_fid.ckpt").touch()

@@ -1,4 +1,4 @@
-"""Files from elsewhere are data, never a program (gan/untrusted.py): crafted checkpoints, hostile
+"""Files from elsewhere are data, never a program (gan/config/untrusted.py): crafted checkpoints, hostile
 image folders, sweep folders, weights files and output paths."""
 
 from __future__ import annotations
@@ -21,16 +21,18 @@ import torch
 import yaml
 from PIL import Image
 
-from gan.checkpoints import load_checkpoint, load_generator
+from gan.config.hydra_runtime import config_folders
+from gan.config.untrusted import CONF, offered
 from gan.errors import UserError
 from gan.evaluate import Args as EvaluateArgs
 from gan.evaluate import datamodule_of, evaluate
-from gan.fit import fit
 from gan.generate import Args as GenerateArgs
 from gan.generate import write
 from gan.module import GAN
 from gan.networks import MLPGenerator
-from gan.untrusted import CONF, offered, search_path
+from gan.run.checkpoints.files import load_checkpoint, load_generator
+from gan.run.checkpoints.saving import CheckpointContents
+from gan.training.fit import fit
 from tests.helpers import DATA_ROOT, ROOT, make_cfg, quick, run_cli
 
 
@@ -202,12 +204,12 @@ def recipes() -> list[list[str]]:
 @pytest.mark.parametrize("old", [False, True], ids=["resolved", "old-format"])
 @pytest.mark.parametrize("overrides", recipes(), ids=lambda o: o[0] if o else "default")
 def test_checkpoints_of_every_recipe_load_as_the_project_wrote_them(overrides, old, tmp_path, monkeypatch):
-    """A checkpoint of each recipe, as GAN.on_save_checkpoint fills it (and as older versions did,
+    """A checkpoint of each recipe, as CheckpointContents fills it (and as older versions did,
     without the resolved config), rebuilds the same generator and its data module."""
     cfg = make_cfg(*overrides, run_dir=tmp_path / "run")
     module = GAN.from_config(cfg)
     checkpoint = {"state_dict": module.state_dict(), "global_step": 0}
-    module.on_save_checkpoint(checkpoint)
+    CheckpointContents.of(cfg).on_save_checkpoint(None, module, checkpoint)
     if old:  # as older versions wrote them: unresolved only, the data root as conf/ writes it
         del checkpoint["resolved_config"]
         checkpoint["config"]["data"]["root"] = "${oc.env:GAN_DATA_DIR,data}"
@@ -262,7 +264,7 @@ def test_the_allowlist_is_read_off_conf_so_a_new_option_is_allowed_by_being_writ
     assert Image.open(tmp_path / "tiny.png").size[0] > 28
     fake = SimpleNamespace(runtime=SimpleNamespace(config_sources=[SimpleNamespace(schema="file", path=str(conf)),
                                                                    SimpleNamespace(schema="pkg", path="hydra.conf")]))
-    assert search_path(fake) == (CONF, conf)  # what a resume run with --config-dir allows
+    assert config_folders(fake) == (CONF, conf)  # what a resume run with --config-dir allows
 
 
 def test_a_config_that_asks_for_more_than_its_weights_is_refused_before_memory_is_taken(saved, tmp_path):

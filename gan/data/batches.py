@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytorch_lightning as pl
 import torch
 
+from gan.engine.chunks import chunk_length, event_intervals, iterations_per_step
 from gan.errors import UserError
-from gan.iterations import chunk_length, event_intervals, iterations_per_step
 
 SAMPLINGS = ("with_replacement", "epochs")
 
@@ -45,7 +45,7 @@ class Chunk:
 
 class StepBatches:
     """Index tables of shape (k, batches_per_step, batch_size): the real batches of the k GAN
-    iterations one training step runs (gan/iterations.py plans k).
+    iterations one training step runs (gan/engine/chunks.py plans k).
 
     The draw for iteration `t` depends only on (seed, t), so a run resumed from a checkpoint at
     step `t` sees exactly the batches an uninterrupted run would, however its iterations are
@@ -55,7 +55,7 @@ class StepBatches:
     and starts at `start_step()`, asked at each `iter()`: the iteration the trainer is at.
     `chunk_length(t)`: how many iterations the step after iteration `t` runs. With several
     processes, `batch_size` is the global batch: each draws all of it and keeps the consecutive
-    slice of its `rank` among `world` (gan/distributed.py).
+    slice of its `rank` among `world` (gan/engine/distributed.py).
     """
 
     def __init__(self, n: int, batch_size: int, batches_per_step: int, sampling: str, seed: int,

@@ -43,11 +43,11 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from gan.cache import cache_dir, locked
-from gan.constraints import Count, NonNegInt, OpenFraction, PosInt
+from gan.config.constraints import Count, NonNegInt, OpenFraction, PosInt
+from gan.config.untrusted import shown
 from gan.data.batches import SAMPLINGS, ImageDataModule
 from gan.data.memory import available_memory
 from gan.errors import UserError
-from gan.untrusted import shown
 
 log = logging.getLogger(__name__)
 

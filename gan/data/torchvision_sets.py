@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torchvision import datasets
 
-from gan.constraints import Count, NonNegInt, PosInt
+from gan.config.constraints import Count, NonNegInt, PosInt
 from gan.data.batches import SAMPLINGS, ImageDataModule
 from gan.errors import UserError
 
@@ -60,7 +60,7 @@ class TorchvisionImageDataModule(ImageDataModule):
     ):
         """`num_classes`: what the config promises the model (conditional networks size their
         label embeddings from it); checked against the dataset's classes. `batches_per_step`
-        (gan.n_critic) and `iterations_per_step` come from the run's options (gan/fit.py)."""
+        (gan.n_critic) and `iterations_per_step` come from the run's options (gan/training/fit.py)."""
         classes = len(self.classes)
         if num_classes is not None and num_classes != classes:
             raise UserError(f"data.num_classes={num_classes} but {self.name} has {classes} classes.")

@@ -8,8 +8,8 @@ from typing import Literal
 
 import pytorch_lightning as pl
 
-from gan.constraints import Count, NonNegInt, PosInt
-from gan.lightning_adapter import publish_metrics
+from gan.config.constraints import Count, NonNegInt, PosInt
+from gan.engine.lightning_adapter import publish_metrics
 from gan.metrics import BETTER, METRICS, available
 from gan.metrics.evaluator import Evaluator
 from gan.metrics.inception import InceptionFeatures
@@ -31,7 +31,7 @@ class EvaluateMetrics(pl.Callback):
 
     def prepare(self, datamodule) -> None:
         """Train (or load) the feature network and the real features before the first iteration,
-        not mid-run. gan.fit calls it in rank zero before the Trainer starts any other process,
+        not mid-run. gan.training.fit calls it in rank zero before the Trainer starts any other process,
         so no two processes of a run ever train it (and a lock keeps two runs from doing so).
         Says once, in the log, which metrics this data cannot have and why."""
         if not self.every_n_steps or self.prepared:
@@ -48,7 +48,7 @@ class EvaluateMetrics(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.names, _ = available(trainer.datamodule.labelled, self.options["features"])  # every process
-        if trainer.is_global_zero:  # one process scores (here for a Trainer used without gan.fit)
+        if trainer.is_global_zero:  # one process scores (here for a Trainer used without gan.training.fit)
             self.prepare(trainer.datamodule)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:

@@ -15,7 +15,7 @@ from gan.metrics import available
 from gan.metrics.extractor import cache_dir, classifier_for, datamodule_key, save_atomically
 from gan.metrics.inception import InceptionFeatures
 from gan.metrics.scores import kth_neighbour_distance, score
-from gan.sampling import generate
+from gan.samples import generate
 
 
 class Evaluator:

@@ -4,7 +4,7 @@ Each batch of `n_jobs` trials is asked from the study, launched as Hydra jobs (a
 basic, joblib, SLURM), and told back with the state the job's own status.json records:
 `completed`/`stopped` with the objective, `pruned` as PRUNED, `failed`/`diverged` (or no
 status) as FAIL. Each job gets `hydra.sweeper.trial=<id>`, so it can report its intermediate
-objective to its trial through the study's storage and be pruned there (gan/pruning.py).
+objective to its trial through the study's storage and be pruned there (gan/sweeps/pruning.py).
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ def search_space(arguments: list[str]) -> tuple[dict[str, BaseDistribution], dic
 
 
 def job_state(ret: JobReturn) -> tuple[TrialState, list[float] | None, str]:
-    """What a finished job was, read from the status.json it wrote (gan/status.py): the trial's
+    """What a finished job was, read from the status.json it wrote (gan/run/status.py): the trial's
     state, its values, and a word for the log."""
-    from gan.status import read_status
+    from gan.run.status import read_status
 
     folder = Path(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else None
     status = (read_status(folder) or {}).get("status") if folder is not None else None
@@ -99,7 +99,7 @@ def job_state(ret: JobReturn) -> tuple[TrialState, list[float] | None, str]:
 class OptunaSweeper(Sweeper):
     def __init__(self, sampler: Any, pruner: Any, direction: Any, storage: str | None, study_name: str | None,
                  n_trials: int, n_jobs: int, max_failure_rate: float, params: DictConfig | None, trial: int | None = None):
-        from gan.pruning import make_pruner
+        from gan.sweeps.pruning import make_pruner
 
         self.sampler, self.pruner = sampler, make_pruner(pruner)
         self.directions = list(direction) if isinstance(direction, (list, tuple)) or OmegaConf.is_list(direction) \

@@ -1,0 +1,142 @@
+"""Whole GAN iterations captured in a CUDA graph and replayed, on CUDA devices.
+
+A seed-model iteration is a hundred-odd small kernels: launching them from Python costs more than
+running them. Captured once, an iteration is one graph launch. What the capture holds:
+both D steps, the G step, the optimizer steps (fused Adam with `capturable=True`, the step
+count on the device), the EMA and penalties. The inputs are the real batch (gathered by the
+index table gan/data/batches.py draws from (seed, iteration)) and the iteration's noise, labels and
+mixing weights (gan/engine/draws.py, drawn from (seed, iteration) too): before each replay they are
+copied into the graph's static buffers, so a replay computes what the eager iteration would. BatchNorm running
+statistics are updated in place by the replayed kernels, as in eager mode.
+
+The first `warmup` iterations run eagerly on a side stream (they count as training; they
+create the optimizer state and let cuDNN pick its algorithms), then one is captured. Anything
+baked into the graph as a number — the optimizers' hyper-parameters — is watched: when it
+changes (a resume with a new learning rate, a scheduler) the iteration is captured again.
+Where capture cannot work, training runs eagerly and one log line says why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+
+from gan.engine.lightning_adapter import count_iteration
+
+log = logging.getLogger(__name__)
+
+# Precisions whose ops a graph can hold: autocast's cast cache does not survive a capture.
+GRAPH_PRECISIONS = ("32-true", "32", "64-true", "64")
+# Optimizers whose step has no host-side state (the others need `capturable=True`).
+STATELESS_STEP = (torch.optim.SGD,)
+
+
+def cuda_capture(fn: Callable[[], tuple]) -> Callable[[], tuple]:
+    """Capture `fn` (one iteration reading the static input buffers) in a CUDA graph; the
+    returned function replays it and returns its outputs (static tensors, refreshed in place)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn()
+
+    def replay() -> tuple:
+        graph.replay()
+        return outputs
+
+    return replay
+
+
+def reason_not_to_capture(module, execution) -> str | None:
+    """Why `module`'s iterations cannot be captured on its trainer, or None."""
+    trainer = module.trainer
+    if module.device.type != "cuda":
+        return "not on a CUDA device"
+    if trainer.world_size > 1:
+        return f"{trainer.world_size} processes (their gradient all-reduce is not captured)"
+    if str(trainer.precision) not in GRAPH_PRECISIONS:
+        return f"trainer.precision={trainer.precision} (autocast's cast cache does not survive a capture)"
+    if execution.through_lightning:
+        return execution.through_lightning
+    for name, opt in zip(("generator", "discriminator"), module.optimizers()):
+        opt = opt.optimizer
+        if "capturable" not in opt.defaults and not isinstance(opt, STATELESS_STEP):
+            return f"optimizer.{name} ({type(opt).__name__}) has no capturable mode"
+    return None
+
+
+def optimizer_settings(module) -> str:
+    """Everything about the optimizers that a capture bakes in as a number."""
+    return repr([[{k: v for k, v in group.items() if k != "params"} for group in opt.optimizer.param_groups]
+                 for opt in module.optimizers()])
+
+
+class GraphedIterations:
+    """Runs a module's chunks of iterations by replaying one captured iteration (see above).
+    `capture` is `cuda_capture`; tests of this logic on a CPU give an eager stand-in."""
+
+    def __init__(self, module, execution, warmup: int = 3, capture: Callable = cuda_capture):
+        self.module, self.execution, self.warmup, self.capture = module, execution, warmup, capture
+        self.replay: Callable[[], tuple] | None = None
+        self.settings: str | None = None
+        self.eager_iterations = self.replays = self.captures = 0
+        self.failed = False
+        self.stream = torch.cuda.Stream() if module.device.type == "cuda" else None
+        for opt in module.optimizers():
+            for group in opt.optimizer.param_groups:
+                if "capturable" in group:
+                    group["capturable"] = True
+
+    @classmethod
+    def for_module(cls, module, execution) -> GraphedIterations | None:
+        reason = reason_not_to_capture(module, execution)
+        if reason is None:
+            return cls(module, execution)
+        if module.device.type == "cuda":
+            log.info("CUDA graphs off, training eagerly: %s (gan.cuda_graph=false silences this).", reason)
+        return None
+
+    def run(self, chunk) -> tuple:
+        # Settings change between steps (a callback, a scheduler, a resume), so check once per chunk.
+        if self.replay is not None and optimizer_settings(self.module) != self.settings:
+            log.info("Optimizer settings changed at iteration %d: capturing the iteration again.", self.module.global_step)
+            self.replay = None
+        for reals, labels in chunk:
+            draws = self.execution.draws(self.module.global_step)
+            if self.replay is None and not self.failed and self.eager_iterations >= self.warmup:
+                self._capture(reals, labels, draws)
+            if self.replay is None:
+                outputs = self._eager(reals, labels, draws)
+            else:
+                for static, value in zip((self.static_reals, self.static_labels, *self.static_draws), (reals, labels, *draws)):
+                    if static is not None:
+                        static.copy_(value)
+                outputs = self.replay()
+                self.replays += 1
+            count_iteration(self.module.trainer)
+        return outputs
+
+    def _eager(self, reals: torch.Tensor, labels: torch.Tensor, draws) -> tuple:
+        """An eager iteration (a warm-up one, or any after a failed capture), on a side stream as
+        capture requires of the work before it."""
+        self.eager_iterations += 1
+        if self.stream is None:
+            return self.module.iteration(reals, labels, draws)
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            outputs = self.module.iteration(reals, labels, draws)
+        torch.cuda.current_stream().wait_stream(self.stream)
+        return outputs
+
+    def _capture(self, reals: torch.Tensor, labels: torch.Tensor, draws) -> None:
+        self.static_reals, self.static_labels = reals.clone(), labels.clone()
+        self.static_draws = type(draws)(*(None if d is None else d.clone() for d in draws))
+        self.settings = optimizer_settings(self.module)
+        try:
+            self.replay = self.capture(lambda: self.module.iteration(self.static_reals, self.static_labels, self.static_draws))
+        except Exception as exc:  # an op that syncs with the host, an unsupported kernel
+            self.failed = True
+            log.warning("CUDA graph capture failed at iteration %d (%s: %s); training eagerly from here.",
+                        self.module.global_step, type(exc).__name__, exc)
+            return
+        self.captures += 1

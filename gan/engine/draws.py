@@ -1,0 +1,63 @@
+"""What is random in a GAN iteration, drawn for the global batch from (seed, iteration) alone.
+
+Iteration t's noise, G's labels and the gradient penalty's mixing weights come from a
+generator seeded by (seed, t), at the size of the global batch (`data.batch_size`); each process
+keeps its own rows, as it keeps its rows of the real batch (gan/data/batches.py draws the indices the
+same way). So a run on W processes trains on exactly the data and noise of a run on one, a
+resumed run draws what the uninterrupted run would have (whatever the number of processes or
+the iterations per step), and nothing depends on how many draws came before.
+
+The draws are made before the iteration runs and handed to it, so a CUDA graph replaying the
+iteration takes them as inputs like the real batch (gan/engine/cuda_graphs.py).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+NOISE_STREAM = 1  # (the batch indices use their own seeding, gan/data/batches.py)
+
+
+def stream_seed(seed: int, t: int, stream: int) -> int:
+    """A well-mixed 63-bit seed for (seed, iteration, stream): neighbouring iterations and the
+    other streams get unrelated generators."""
+    return int(np.random.SeedSequence([seed, t, stream]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class Draws(NamedTuple):
+    """One iteration's randomness, this process's rows: z of each D step's fakes (n_critic, b,
+    latent), z and labels of the G step (b, latent), (b,), and the gradient penalty's mixing
+    weight per pair and D step (n_critic, b)."""
+
+    d_noise: torch.Tensor
+    g_noise: torch.Tensor
+    g_labels: torch.Tensor | None
+    mix: torch.Tensor | None
+
+
+class IterationDraws:
+    """Draws(t) for a generator network, `n_critic` D steps of the global `batch_size`, and the
+    rows of process `rank` of `world` (the batch is split in equal consecutive slices)."""
+
+    def __init__(self, generator: torch.nn.Module, n_critic: int, batch_size: int, seed: int, device: torch.device,
+                 rank: int = 0, world: int = 1, penalty: bool = False):
+        if batch_size % world:
+            raise ValueError(f"batch {batch_size} is not divisible by {world} processes")
+        self.net, self.n_critic, self.batch, self.seed, self.penalty = generator, n_critic, batch_size, seed, penalty
+        self.rows = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
+        self.rng = torch.Generator(device=device)
+        self.device = device
+
+    def __call__(self, t: int) -> Draws:
+        self.rng.manual_seed(stream_seed(self.seed, t, NOISE_STREAM))
+        n_critic, batch, rows = self.n_critic, self.batch, self.rows
+        d_noise = self.net.draw_noise(n_critic * batch, rng=self.rng, device=self.device).view(n_critic, batch, -1)
+        g_labels = None
+        if self.net.num_classes is not None:
+            g_labels = torch.randint(self.net.num_classes, (batch,), generator=self.rng, device=self.device)[rows]
+        g_noise = self.net.draw_noise(batch, rng=self.rng, device=self.device)[rows]
+        mix = torch.rand(n_critic, batch, generator=self.rng, device=self.device)[:, rows] if self.penalty else None
+        return Draws(d_noise[:, rows], g_noise, g_labels, mix)

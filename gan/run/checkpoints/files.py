@@ -1,0 +1,108 @@
+"""A run's checkpoints: finding one (a file, or a run folder's last or best), reading it as data
+only, and rebuilding its generator from what the project defines (gan/config/untrusted.py)."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gan.config.untrusted import CONF, FileConfig, check, file_config, rebuild, shown
+from gan.errors import UserError
+
+SAFE_TORCH = (2, 10)  # torch's weights_only loader had code-execution holes before (GHSA-53q9-r3pm-6pq6, GHSA-63cw-57p8-fm3p)
+
+
+def resolve_checkpoint(path: str | None, name: str = "last.ckpt") -> str | None:
+    """A checkpoint file, or a run folder: its checkpoints/<name>, where "last.ckpt" means the
+    newest clean state (last.ckpt, or a step_NNNNNN.ckpt past it). on_exception.ckpt, which may
+    fall mid-iteration, is only used when named."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if p.is_dir():
+        folder, p = p / "checkpoints", p / "checkpoints" / name
+        if name == "last.ckpt":
+            steps = {f: int(f.stem.removeprefix("step_")) for f in folder.glob("step_*.ckpt") if f.stem[5:].isdigit()}
+            if p.is_file():
+                steps[p] = saved_step(p)
+            p = max(steps, key=lambda f: (steps[f], f.name == name), default=p)  # last.ckpt on a tie
+    if not p.is_file():
+        raise UserError(f"{path}: no checkpoint there (give a .ckpt file or a run folder holding checkpoints/{name}).")
+    return str(p)
+
+
+def saved_step(path: Path) -> int:
+    """The iteration a checkpoint holds, read without loading its tensors (-1: unreadable)."""
+    try:
+        return int(read(path, mmap=True)["global_step"])
+    except Exception:
+        return -1
+
+
+def read(path: str | Path, mmap: bool = False) -> Any:
+    """torch.load of tensors and plain data only, on a torch whose loader holds to that."""
+    if tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2]) < SAFE_TORCH:
+        raise UserError(f"torch {torch.__version__} cannot load a checkpoint safely: its weights_only loader lets a "
+                        f"crafted file run code (fixed in torch {'.'.join(map(str, SAFE_TORCH))}). Upgrade torch.")
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def load_checkpoint(path: str, conf_dirs: tuple[Path, ...] = (CONF,), mmap: bool = False) -> tuple[dict[str, Any], FileConfig]:
+    """A checkpoint's contents and its run's config, read without running any of its code:
+    `weights_only=True` takes tensors and plain data only, which is all this project writes, and
+    the config is taken as data (gan/config/untrusted.py: nothing resolved, nothing named but what the
+    config folders offer). Files from elsewhere are untrusted; one that holds anything else, or
+    is no checkpoint at all, is a UserError. `mmap`: the tensors stay on disk (a quick check)."""
+    try:
+        checkpoint = read(path, mmap)
+    except UserError:
+        raise
+    except pickle.UnpicklingError as exc:
+        unsafe = re.search(r"GLOBAL (\S+)", str(exc))
+        if unsafe is None:  # not a pickle this loader understands: a text file, a foreign format
+            raise UserError(f"{path}: not a readable checkpoint (not a PyTorch checkpoint file). "
+                            f"Give another .ckpt or a run folder.") from None
+        raise UserError(f"{path}: refused: it holds a Python object ({shown(unsafe.group(1))}) besides tensors and plain data, "
+                        f"and loading it could run code. Only checkpoints written by this project load here.") from None
+    except Exception as exc:  # truncated zip (RuntimeError), empty (EOFError), text (KeyError, IndexError), ...
+        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                        f"the file may be truncated or corrupt. Give another .ckpt or a run folder.") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise UserError(f"{path}: not a training checkpoint (no state_dict in it).")
+    config = file_config(checkpoint, str(path), conf_dirs)
+    check(config, conf_dirs)
+    return checkpoint, config
+
+
+def mismatch(shapes: dict[str, tuple[int, ...]], weights: dict[str, Any]) -> str:
+    """'' when `weights` has a tensor of each shape a module expects, else the first keys that differ."""
+    saved = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in weights.items()}
+    if shapes == saved:
+        return ""
+    odd = sorted(k for k in set(shapes) | set(saved) if shapes.get(k) != saved.get(k))[:3]
+    return f"{', '.join(map(shown, odd))}: {[saved.get(k) for k in odd]} saved, {[shapes.get(k) for k in odd]} expected"
+
+
+def load_generator(path: str, best: bool = False, ema: bool = True,
+                   conf_dirs: tuple[Path, ...] = (CONF,)) -> tuple[nn.Module, FileConfig, str]:
+    """The generator of a run folder's last (or best-FID) checkpoint, or of a given .ckpt, in
+    eval mode on the CPU: the weight average when the run kept one (`gan.ema_decay`) and `ema`.
+    It is sized on the meta device first, so a config that asks for more than its weights hold
+    is refused before any memory is taken."""
+    ckpt = resolve_checkpoint(path, "best_fid.ckpt" if best else "last.ckpt")
+    checkpoint, config = load_checkpoint(ckpt, conf_dirs)
+    state = checkpoint["state_dict"]
+    prefix = "generator_ema.module." if ema and any(k.startswith("generator_ema.") for k in state) else "generator."
+    weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in rebuild(config, "model.generator", conf_dirs).state_dict().items()}
+    if odd := mismatch(shapes, weights):
+        raise UserError(f"{ckpt}: its generator weights do not fit the network its config describes ({odd}).")
+    generator = rebuild(config, "model.generator", conf_dirs)
+    generator.load_state_dict(weights)
+    return generator.eval(), config, ckpt

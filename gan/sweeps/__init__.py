@@ -1,0 +1,1 @@
+"""How sweeps search: Optuna studies that continue, and pruning a trial from inside its job."""

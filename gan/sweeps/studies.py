@@ -1,0 +1,29 @@
+"""Optuna studies that continue (`hparams_search=` configs; the project's sweeper,
+hydra_plugins/gan_optuna_sweeper, runs them).
+
+The sweeper stores the study (`storage: sqlite:///outputs/optuna/<study>/optuna.db`) and loads
+it again when the same command runs again; each invocation adds `n_trials` trials. Two things
+make that a continuation rather than a replay: the sampler's seed is offset by the number of
+trials already stored (`${study_seed:...}`), so its random start-up trials are new points; and
+new job folders are numbered after the stored ones (`${free_job_dir:...}` in gan/run/folders.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def stored_trials(storage: str, study_name: str) -> int:
+    """Trials the study holds so far; 0 when its SQLite file or the study does not exist yet."""
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
+        return 0  # opening it would create it
+    import optuna
+
+    try:
+        return len(optuna.load_study(study_name=study_name, storage=storage).trials)
+    except KeyError:  # no study of that name in this storage
+        return 0
+
+
+def study_seed(seed: int, study_name: str, storage: str | None) -> int:
+    return int(seed) + (stored_trials(storage, study_name) if storage else 0)
