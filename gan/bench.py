@@ -1,7 +1,7 @@
 """Speed: the runner's iterations/s against a hand-written loop doing the same maths.
 
-    python -m gan.bench [--device cpu|cuda] [--models seed,dcgan] [--block N] [--rounds R] [OVERRIDE ...]
-    python -m gan.bench train [OVERRIDE ...]      # the whole `python train.py OVERRIDE ...`, start-up included
+    python -m gan.bench [device=cpu|cuda] [models=seed,dcgan] [block=N] [rounds=R] [overrides=[KEY=VALUE,...]]
+    python -m gan.bench mode=train [overrides=[...]]   # the whole `python train.py ...`, start-up included
 
 For each model (the seed MLP, the DCGAN recipe) one runner fit cycles through blocks of
 iterations, in one process, so that a machine whose speed drifts (a shared VM) affects all
@@ -19,13 +19,13 @@ reads as a fraction of the hardware.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
 import torch
@@ -35,8 +35,10 @@ from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
 from gan.config import CONF
+from gan.config.cli import run
 from gan.data import to_unit
 from gan.engine.lightning_adapter import skip_graph_capture_check
+from gan.errors import UserError
 from gan.module import GAN
 from gan.training import resolvers
 from gan.training.fit import fit
@@ -171,7 +173,23 @@ def gemm_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def bench(args: argparse.Namespace) -> None:
+@dataclass
+class Args:
+    mode: str = "interleaved"  # interleaved: default, hand and eager blocks in one fit | train: time a whole train.py
+    device: str = "auto"  # cpu | cuda | auto (cuda when there is one)
+    models: str = "seed,dcgan"  # comma-separated: seed, dcgan
+    block: int = 0  # iterations per block (0: 500 on CUDA; 100 seed, 10 DCGAN on CPU)
+    rounds: int = 5  # rounds of (default, hand, eager) blocks, after one warm-up block
+    overrides: list[str] = field(default_factory=list)  # config overrides for every run: [data.batch_size=64,...]
+
+
+def bench(args: Args) -> None:
+    if args.mode not in ("interleaved", "train") or args.device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"mode={args.mode} device={args.device}: mode is interleaved or train, device cpu, cuda or auto.")
+    if args.mode == "train":
+        return train_py(args.overrides)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     gemm = gemm_rate(args.device)
@@ -202,21 +220,13 @@ def train_py(overrides: list[str]) -> None:
                                "callbacks.progress_bar.refresh_rate=0"], cwd=cwd, capture_output=True, text=True)
         wall = time.perf_counter() - start
     if done.returncode:
-        sys.exit(f"train.py failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        raise UserError(f"train.py failed ({done.returncode}): {done.stderr[-3000:]}")
     print(f"python train.py {' '.join(overrides)}: {wall:.1f} s wall, start-up and writing included")
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["train"]:
-        return train_py(sys.argv[2:])
-    parser = argparse.ArgumentParser(prog="python -m gan.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    parser.add_argument("--models", default="seed,dcgan", help="comma-separated: seed, dcgan")
-    parser.add_argument("--block", type=int, default=0, help="iterations per block (0: 500 on CUDA; 100 seed, 10 DCGAN on CPU)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of (default, hand, eager) blocks, after one warm-up block")
-    parser.add_argument("overrides", nargs="*", help="config overrides for every model, e.g. data.batch_size=64")
     resolvers.register()
-    bench(parser.parse_args())
+    run(bench, Args, __doc__)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 against the same images read from MNIST's own files, and the memory of a run whose images are
 larger than the memory it is allowed.
 
-    python -m gan.data_bench [--n 10000] [--iterations 1000] [--rounds 3]
+    python -m gan.data_bench [n=10000] [iterations=1000] [rounds=5] [big=1500] [budget=256]
 
 Everything is written under a temporary folder (the images and a fresh cache), so the decoding
 is timed from scratch. The it/s runs alternate (MNIST, folder in memory, folder memory-mapped,
@@ -13,13 +13,13 @@ of the iterations. Needs MNIST under $GAN_DATA_DIR (or data/).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ import pytorch_lightning as pl
 from PIL import Image
 
 from gan.config import CONF
+from gan.config.cli import run
 
 ROOT = CONF.parent  # the checkout: train.py beside conf/
 RATES: list[float] = []  # filled by Rate, read by the it/s rounds
@@ -144,14 +145,20 @@ def rates(png: Path, iterations: int, rounds: int, run_dir: Path) -> dict[str, l
     return found
 
 
+@dataclass
+class Args:
+    n: int = 10_000  # images per decoding measurement
+    iterations: int = 1000  # seed-MLP iterations per it/s run
+    rounds: int = 5  # it/s runs per data source, alternating
+    big: int = 1500  # grey 512x512 images of the memory measurement
+    budget: int = 256  # MiB the memory measurement's run may allocate
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m gan.data_bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=10_000, help="images per decoding measurement")
-    parser.add_argument("--iterations", type=int, default=1000, help="seed-MLP iterations per it/s run")
-    parser.add_argument("--rounds", type=int, default=5, help="it/s runs per data source, alternating")
-    parser.add_argument("--big", type=int, default=1500, help="grey 512x512 images of the memory measurement")
-    parser.add_argument("--budget", type=int, default=256, help="MiB the memory measurement's run may allocate")
-    args = parser.parse_args()
+    run(measure, Args, __doc__)
+
+
+def measure(args: Args) -> None:
     data_root = os.environ.get("GAN_DATA_DIR", "data")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -1,4 +1,4 @@
-"""Compare the jobs of a sweep: `python -m gan.report <sweep folder>`.
+"""Compare the jobs of a sweep: `python -m gan.report sweep=<sweep folder>`.
 
 Writes into `<sweep folder>/report/`: `jobs.csv` and `jobs.md` (one row per job: its overrides,
 status, objective, final and best metrics, wall time; ranked by the objective), one
@@ -20,13 +20,13 @@ import csv
 import math
 import shutil
 import statistics
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gan.config.cli import run
 from gan.config.untrusted import lookup, read_yaml
 from gan.errors import UserError
 from gan.metrics import BETTER, METRICS
@@ -381,15 +381,13 @@ def report(sweep: str) -> Path:
     return out
 
 
+@dataclass
+class Args:
+    sweep: str = "???"  # the sweep's folder (outputs/multirun/<date>/<time>, outputs/optuna/<study>)
+
+
 def main() -> None:
-    if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
-        print(__doc__)
-        sys.exit(0 if len(sys.argv) == 2 else 2)
-    try:
-        out = report(sys.argv[1])
-    except UserError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    out = run(lambda args: report(args.sweep), Args, __doc__)
     print((out / "jobs.md").read_text())
     if (out / "seeds.md").exists():
         print((out / "seeds.md").read_text())

@@ -1,6 +1,6 @@
 """Bad input to the commands, as a user types it: each is one paragraph naming the key or file
 and what to do, and a non-zero exit, never a traceback. (train.py's config errors are in
-tests/test_config.py, bad checkpoints and folders in tests/test_train.py.) And the help they print."""
+tests/training/test_schema.py, bad checkpoints and folders in tests/training/test_train.py.) And the help they print."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_a_missing_checkpoint_is_named(main, ckpt, monkeypatch, capsys):
 
 def test_report_of_a_folder_without_jobs_or_that_does_not_exist(tmp_path, monkeypatch, capsys):
     for folder in (tmp_path, tmp_path / "nope"):
-        message = command_error(report.main, [str(folder)], monkeypatch, capsys)
+        message = command_error(report.main, [f"sweep={folder}"], monkeypatch, capsys)
         assert f"{folder}: no sweep jobs there" in message
 
 

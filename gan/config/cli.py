@@ -35,7 +35,8 @@ def usage(schema: type) -> str:
 
 
 def default(field) -> str:
-    value = None if field.default is MISSING else field.default
+    value = field.default_factory() if field.default_factory is not MISSING else field.default
+    value = None if value is MISSING else value
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 

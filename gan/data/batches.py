@@ -158,7 +158,9 @@ class ImageDataModule(pl.LightningDataModule):
         )
 
     def cap_at(self, step: int) -> int:
-        """The longest chunk that may start after iteration `step` (gan.bench varies it by block)."""
+        """The longest chunk that may start after iteration `step`. A function of the step, not a
+        value set as training goes, because Lightning fetches the next chunk before the current one
+        runs; gan.bench gives its eager blocks one iteration per step through it."""
         return self.chunk_cap
 
     def transfer_batch_to_device(self, batch: torch.Tensor, device: torch.device, dataloader_idx: int) -> Chunk:

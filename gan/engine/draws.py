@@ -44,8 +44,7 @@ class IterationDraws:
 
     def __init__(self, generator: torch.nn.Module, n_critic: int, batch_size: int, seed: int, device: torch.device,
                  rank: int = 0, world: int = 1, penalty: bool = False):
-        if batch_size % world:
-            raise ValueError(f"batch {batch_size} is not divisible by {world} processes")
+        assert batch_size % world == 0, "checked before training (gan/engine/distributed.py, gan/data/batches.py)"
         self.net, self.n_critic, self.batch, self.seed, self.penalty = generator, n_critic, batch_size, seed, penalty
         self.rows = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
         self.rng = torch.Generator(device=device)

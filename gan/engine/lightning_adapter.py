@@ -1,8 +1,8 @@
 """Every use of Lightning internals (and one of torch's) in one place.
 
 The runner needs a few things Lightning has no public API for. Each is wrapped here and pinned
-by a test in tests/test_lightning_adapter.py (the Checkpoint fixes by
-tests/test_train.py::test_checkpoint_names_and_last_ckpt_hold_the_iteration_they_say), so that a
+by a test in tests/engine/test_lightning_adapter.py (the Checkpoint fixes by
+tests/training/test_train.py::test_checkpoint_names_and_last_ckpt_hold_the_iteration_they_say), so that a
 Lightning release that changes one breaks this file and that test, loudly, instead of a callback
 somewhere mid-run.
 """

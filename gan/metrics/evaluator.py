@@ -61,7 +61,7 @@ class Evaluator:
 
     def __call__(self, generator: nn.Module, progress: bool = False) -> dict[str, float]:
         """Conditional generators are scored on the classes in equal shares. `progress`: a bar
-        through the stages (an evaluation takes seconds on a GPU, 15 s on a 2-core CPU)."""
+        through the stages (an evaluation takes a while on a small CPU)."""
         was_training = generator.training
         device = next(generator.parameters()).device
         with tqdm(total=3, desc=f"evaluating {self.n} samples", leave=False, disable=not progress, position=1) as bar:

@@ -21,27 +21,10 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import metadata
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionStartInfo
 
+from gan.config import flatten
 from gan.config.hydra_runtime import choices, hydra, in_sweep, overrides, sweep_folder, sweeper
 from gan.config.untrusted import lookup, read_yaml
 from gan.engine.lightning_adapter import tensorboard_writer
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
-    """Dotted keys, scalar values. Lists become their text and None "null", so every run of a
-    sweep has the same keys with comparable values in the HParams table."""
-    flat: dict[str, bool | int | float | str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        elif value is None:
-            flat[name] = "null"
-        elif isinstance(value, (bool, int, float, str)):
-            flat[name] = value
-        else:
-            flat[name] = str(list(value) if isinstance(value, (list, tuple)) else value)
-    return flat
-
 
 # HParams columns every run has, whatever its options; the command line's keys join them.
 HEADLINE = ("seed", "data.batch_size", "model.latent_dim", "optimizer.generator.lr", "optimizer.discriminator.lr",

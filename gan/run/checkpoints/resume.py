@@ -12,10 +12,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from gan.config import flatten
 from gan.config.untrusted import FileConfig, shown
 from gan.errors import UserError
 from gan.run.checkpoints.files import mismatch
-from gan.run.hparams import flatten
 from gan.run.ranks import requeued_into, slurm_job
 
 log = logging.getLogger(__name__)

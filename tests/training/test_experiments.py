@@ -34,7 +34,7 @@ def test_every_experiment_trains_on_mnist(experiment, mnist_root, tmp_path):
     assert sorted(p.name for p in (tmp_path / "images").glob("*.png")) == ["000003.png", "000006.png"]
 
 
-def test_dcgan_fashion_mnist_trains_on_fashion_mnist_files(tmp_path):  # dcgan_cifar10: tests/test_folder_data.py
+def test_dcgan_fashion_mnist_trains_on_fashion_mnist_files(tmp_path):  # dcgan_cifar10: tests/data/test_folder.py
     for split, n in (("train", 400), ("test", 50)):
         write_idx(tmp_path / "data" / "FashionMNIST" / "raw", n, split)
     metrics = fit(make_cfg("experiment=dcgan_fashion_mnist", *quick(*SHORT, f"data.root={tmp_path / 'data'}"),

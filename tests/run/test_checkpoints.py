@@ -12,7 +12,7 @@ from gan.samples import generate
 from gan.training.fit import fit
 from tests.helpers import make_cfg, quick
 
-WRITTEN_BEFORE = Path(__file__).parent / "data" / "conditional_ema_f099e64.ckpt"  # by main at f099e64, before the rooms
+WRITTEN_BEFORE = Path(__file__).parents[1] / "fixtures" / "conditional_ema_f099e64.ckpt"  # by main at f099e64, before the rooms
 # python train.py trainer=cpu eval_every=0 trainer.max_steps=4 model.latent_dim=8 "model.generator.hidden_dims=[16]"
 #   "model.discriminator.hidden_dims=[16]" model.conditional=true gan.ema_decay=0.9 seed=7 (and small intervals); its
 # samples: python -m gan.generate ckpt=<it> n=10 out=conditional_ema_f099e64_samples.npy, on that main too

@@ -247,16 +247,16 @@ def test_the_allowlist_is_read_off_conf_so_a_new_option_is_allowed_by_being_writ
     shutil.copytree(CONF, conf)
     (conf / "model" / "tiny.yaml").write_text(
         "# A network of the user's own.\ndefaults:\n  - mlp\n  - _self_\n\n"
-        "generator:\n  _target_: tests.test_untrusted.TinyGenerator\n")
-    assert "tests.test_untrusted.TinyGenerator" in offered((conf,)).at("model.generator").targets
-    assert "tests.test_untrusted.TinyGenerator" not in offered().at("model.generator").targets
+        "generator:\n  _target_: tests.config.test_untrusted.TinyGenerator\n")
+    assert "tests.config.test_untrusted.TinyGenerator" in offered((conf,)).at("model.generator").targets
+    assert "tests.config.test_untrusted.TinyGenerator" not in offered().at("model.generator").targets
     tiny = TinyGenerator(8, [1, 28, 28])
     checkpoint = copy.deepcopy(saved)
-    checkpoint["resolved_config"]["model"]["generator"] = {"_target_": "tests.test_untrusted.TinyGenerator",
+    checkpoint["resolved_config"]["model"]["generator"] = {"_target_": "tests.config.test_untrusted.TinyGenerator",
                                                            "latent_dim": 8, "out_shape": [1, 28, 28]}
     checkpoint["state_dict"] = {f"generator.{k}": v for k, v in tiny.state_dict().items()}
     torch.save(checkpoint, tmp_path / "tiny.ckpt")
-    with pytest.raises(UserError, match=r"model.generator._target_=tests.test_untrusted.TinyGenerator. is not what conf/"):
+    with pytest.raises(UserError, match=r"model.generator._target_=tests.config.test_untrusted.TinyGenerator. is not what conf/"):
         load_generator(str(tmp_path / "tiny.ckpt"))
     generator, _, _ = load_generator(str(tmp_path / "tiny.ckpt"), conf_dirs=(CONF, conf))
     assert type(generator) is TinyGenerator and torch.equal(generator.net[0].weight, tiny.net[0].weight)

@@ -1,6 +1,6 @@
 """Several GAN iterations per training step (gan/engine/chunks.py) are the same as one per step, bit
 for bit, with every event on its iteration; the CUDA-graph runner's logic, with an eager stand-in
-for the capture so that it runs on a CPU (tests/test_cuda_graphs.py runs the real one on a GPU)."""
+for the capture so that it runs on a CPU (tests/engine/test_cuda_graphs.py runs the real one on a GPU)."""
 
 from __future__ import annotations
 

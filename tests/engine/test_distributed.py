@@ -195,7 +195,7 @@ def test_a_preempted_slurm_job_stops_cleanly_is_requeued_once_and_continues_in_i
     requeues = []  # stands for submitit's checkpoint-and-requeue handler, installed before the job starts
     previous = signal.signal(PREEMPT, lambda signum, frame: requeues.append(signum))
     try:
-        cfg = make_cfg(*quick("trainer.max_steps=30", "+callbacks.preempt._target_=tests.test_distributed.SignalAt",
+        cfg = make_cfg(*quick("trainer.max_steps=30", "+callbacks.preempt._target_=tests.engine.test_distributed.SignalAt",
                               "+callbacks.preempt.step=12"), run_dir=tmp_path / "job")
         with pytest.raises(SystemExit) as stopped:
             run(cfg)

@@ -1,6 +1,6 @@
 """On a CUDA device: iterations replayed from a CUDA graph train as eager kernels do (within float
 tolerance; step counts exact), and the graph is used. Skipped without a GPU; the logic around
-the graph has CPU tests in tests/test_iterations.py."""
+the graph has CPU tests in tests/engine/test_chunks.py."""
 
 from __future__ import annotations
 
