@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from gan.config.cli import run
 from gan.config.signatures import parameters
-from gan.config.untrusted import FileConfig, config_dirs, package, read_yaml, rebuild
+from gan.config.untrusted import FileConfig, config_dirs, offered, rebuild
 from gan.errors import UserError
 from gan.metrics import METRICS
 from gan.metrics.evaluator import Evaluator
@@ -66,12 +66,8 @@ def check(args: Args) -> None:
 def local_root(target: str, dirs: tuple[Path, ...]) -> str | None:
     """This machine's data root for a data module: the `root` of the conf/data option that builds
     it, resolved here (its own `${oc.env:GAN_DATA_DIR,data}`: a file of ours, not the checkpoint's)."""
-    for conf in dirs:
-        for path in sorted(conf.rglob("*.yaml")):
-            node = read_yaml(path)
-            if package(path, conf) == "data" and isinstance(node, dict) and node.get("_target_") == target:
-                return OmegaConf.create({"root": node.get("root")}).root
-    return None
+    node = offered(dirs).written.get(("data", target))
+    return None if node is None else OmegaConf.create({"root": node.get("root")}).root
 
 
 def datamodule_of(config: FileConfig, data_root: str | None, dirs: tuple[Path, ...]):
@@ -91,7 +87,7 @@ def datamodule_of(config: FileConfig, data_root: str | None, dirs: tuple[Path, .
     given = {"root": root}
     if "download" in parameters(target):
         given["download"] = own and bool(config.values["data"].get("download", True))
-    return rebuild(config, "data", dirs, **given)
+    return rebuild(config, "data", **given)
 
 
 def evaluate(args: Args) -> dict:

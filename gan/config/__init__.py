@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 CONF = Path(__file__).resolve().parents[2] / "conf"  # the project's config groups (Hydra's config_path of train.py)
+HYDRA_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")  # what Hydra reads in a node, not an argument
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:

@@ -21,7 +21,6 @@ from pydantic import TypeAdapter, ValidationError
 
 from gan.config.constraints import Beta, NonNegFloat, NonNegInt, PosFloat, PosInt
 
-RESERVED = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}  # Hydra's own keys of a node
 # What this project asks of arguments it passes to library classes, by base class. The library
 # checks the rest when the object is built (gan.training.fit builds the optimizers on a dummy tensor first).
 LIBRARY_RULES: dict[str, dict[str, Any]] = {

@@ -33,12 +33,11 @@ from typing import Any
 
 import yaml
 
-from gan.config import CONF
+from gan.config import CONF, HYDRA_KEYS
 from gan.errors import UserError
 
 REBUILT = ("model", "data", "loss", "optimizer")  # the groups whose nodes a config from a file may describe
 BUILT = ("model", "data")  # those a command builds from a file (gan.evaluate, gan.generate): their arguments are checked too
-HYDRA_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")  # what Hydra reads in a node
 PACKAGE = re.compile(r"^#\s*@package\s+(\S+)")
 INTERPOLATION = re.compile(r"\$\{")
 REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")  # ${a.b.c}: another key of the same config
@@ -70,11 +69,13 @@ class Offer:
 
 @dataclass(frozen=True)
 class Offers:
-    """What the options of the `REBUILT` groups put where: the objects, and the values that name
-    a resolver (`data.root: ${oc.env:GAN_DATA_DIR,data}`), as written."""
+    """What the options of the `REBUILT` groups put where: the objects, the values that name a
+    resolver (`data.root: ${oc.env:GAN_DATA_DIR,data}`), and each object's node as the first option
+    that builds it writes it ((key, target) -> node), all as written."""
 
     nodes: dict[str, Offer]
     resolved: dict[str, frozenset[str]]
+    written: dict[tuple[str, str], Mapping]
 
     def at(self, key: str) -> Offer:
         return self.nodes.get(key, Offer(frozenset(), frozenset()))
@@ -110,6 +111,7 @@ def offered(conf_dirs: tuple[Path, ...] = (CONF,)) -> Offers:
     targets: dict[str, set[str]] = {}
     keys: dict[str, set[str]] = {}
     resolved: dict[str, set[str]] = {}
+    written: dict[tuple[str, str], Mapping] = {}
     for conf in conf_dirs:
         for path in sorted(Path(conf).rglob("*.yaml")):
             content = read_yaml(path)
@@ -118,11 +120,12 @@ def offered(conf_dirs: tuple[Path, ...] = (CONF,)) -> Offers:
                 if key.split(".")[0] in REBUILT and "_target_" in node:
                     targets.setdefault(key, set()).add(str(node["_target_"]))
                     keys.setdefault(key, set()).update(k for k in node if k in HYDRA_KEYS and k != "_target_")
+                    written.setdefault((key, str(node["_target_"])), node)
             for key, text in strings(content, where):
                 if key.split(".")[0] in REBUILT and RESOLVER.search(text):
                     resolved.setdefault(key, set()).add(text)
     return Offers({key: Offer(frozenset(found), frozenset(keys[key])) for key, found in targets.items()},
-                  {key: frozenset(texts) for key, texts in resolved.items()})
+                  {key: frozenset(texts) for key, texts in resolved.items()}, written)
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,14 @@ class FileConfig:
 
 
 def file_config(checkpoint: Mapping, source: str, conf_dirs: tuple[Path, ...] = (CONF,)) -> FileConfig:
-    """The config a checkpoint holds, resolved without running anything (see the module docstring)."""
+    """The config a checkpoint holds, resolved without running anything and checked against what
+    the config folders offer (see the module docstring): what `rebuild` may build."""
+    config = unchecked(checkpoint, source, conf_dirs)
+    check(config, conf_dirs)
+    return config
+
+
+def unchecked(checkpoint: Mapping, source: str, conf_dirs: tuple[Path, ...]) -> FileConfig:
     resolved = checkpoint.get("resolved_config")
     if resolved is not None:
         if not isinstance(resolved, dict):
@@ -287,10 +297,10 @@ def check_arguments(config: FileConfig, key: str, node: Mapping) -> None:
             raise UserError(f"{config.source}: refused: `{bad}={shown(found)}`: {why} (an argument of {target}).")
 
 
-def rebuild(config: FileConfig, key: str, conf_dirs: tuple[Path, ...] = (CONF,), **given: Any) -> Any:
-    """The object the node at `key` describes, built by the classes conf/ offers there, with
-    `given` arguments (not from the file) added. Unknown values are left to the class's defaults."""
-    check(config, conf_dirs)
+def rebuild(config: FileConfig, key: str, **given: Any) -> Any:
+    """The object the node at `key` of a checked config (`file_config`) describes, built by the
+    classes conf/ offers there, with `given` arguments (not from the file) added. Unknown values
+    are left to the class's defaults."""
     return build(config, key, config.node(key), given)
 
 

@@ -61,8 +61,12 @@ class InceptionFeatures:
 def tensors_only(path: Path) -> io.BytesIO:
     """The weights file re-serialized from what `weights_only=True` read: torch-fidelity unpickles
     what it is given, and this holds nothing but the tensors."""
+    from gan.run.checkpoints.files import read
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read(path)
+    except UserError:
+        raise
     except pickle.UnpicklingError:
         raise UserError(f"inception_weights={path}: refused: it holds Python objects besides tensors, and loading it "
                         f"could run code. Use torch-fidelity's {WEIGHTS} as published.") from None

@@ -25,9 +25,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from gan.config import HYDRA_KEYS
 from gan.config.hydra_runtime import config_folders, in_sweep, launcher
 from gan.config.run_options import RunOptions
-from gan.config.signatures import RESERVED, Parameters, check, parameters
+from gan.config.signatures import Parameters, check, parameters
 from gan.engine.distributed import problems as distributed_problems
 from gan.errors import UserError, stopping_hydra
 from gan.module import GAN
@@ -60,7 +61,7 @@ def problems(resolved: Mapping, raw: Mapping, known: set[str], plain: dict[str, 
     takes = parameters(target) if target else plain.get(path)
     for key, value in resolved.items():
         where = f"{path}.{key}" if path else key
-        if key in RESERVED:
+        if key in HYDRA_KEYS:
             continue
         if isinstance(value, Mapping) and "_target_" in value:  # an object built inside another (trainer.strategy)
             yield from problems(value, raw[key], known, plain, where)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gan.config.untrusted import CONF, FileConfig, check, file_config, rebuild, shown
+from gan.config.untrusted import CONF, FileConfig, file_config, rebuild, shown
 from gan.errors import UserError
 
 SAFE_TORCH = (2, 10)  # torch's weights_only loader had code-execution holes before (GHSA-53q9-r3pm-6pq6, GHSA-63cw-57p8-fm3p)
@@ -74,9 +74,7 @@ def load_checkpoint(path: str, conf_dirs: tuple[Path, ...] = (CONF,), mmap: bool
                         f"the file may be truncated or corrupt. Give another .ckpt or a run folder.") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise UserError(f"{path}: not a training checkpoint (no state_dict in it).")
-    config = file_config(checkpoint, str(path), conf_dirs)
-    check(config, conf_dirs)
-    return checkpoint, config
+    return checkpoint, file_config(checkpoint, str(path), conf_dirs)
 
 
 def mismatch(shapes: dict[str, tuple[int, ...]], weights: dict[str, Any]) -> str:
@@ -100,9 +98,9 @@ def load_generator(path: str, best: bool = False, ema: bool = True,
     prefix = "generator_ema.module." if ema and any(k.startswith("generator_ema.") for k in state) else "generator."
     weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in rebuild(config, "model.generator", conf_dirs).state_dict().items()}
+        shapes = {k: tuple(v.shape) for k, v in rebuild(config, "model.generator").state_dict().items()}
     if odd := mismatch(shapes, weights):
         raise UserError(f"{ckpt}: its generator weights do not fit the network its config describes ({odd}).")
-    generator = rebuild(config, "model.generator", conf_dirs)
+    generator = rebuild(config, "model.generator")
     generator.load_state_dict(weights)
     return generator.eval(), config, ckpt
