@@ -2,6 +2,7 @@
 
     python -m gan.bench [device=cpu|cuda] [models=seed,dcgan] [block=N] [rounds=R] [overrides=[KEY=VALUE,...]]
     python -m gan.bench mode=train [overrides=[...]]   # the whole `python train.py ...`, start-up included
+    python -m gan.bench mode=writes [rounds=R]         # a checkpoint written whole vs by Lightning; cache checks
 
 For each model (the seed MLP, the DCGAN recipe) one runner fit cycles through blocks of
 iterations, in one process, so that a machine whose speed drifts (a shared VM) affects all
@@ -20,12 +21,16 @@ reads as a fraction of the hardware.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -40,6 +45,7 @@ from gan.data import to_unit
 from gan.engine.lightning_adapter import skip_graph_capture_check
 from gan.errors import UserError
 from gan.module import GAN
+from gan.processes import die_with_parent
 from gan.training import resolvers
 from gan.training.fit import fit
 
@@ -175,7 +181,7 @@ def gemm_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
 
 @dataclass
 class Args:
-    mode: str = "interleaved"  # interleaved: default, hand and eager blocks in one fit | train: time a whole train.py
+    mode: str = "interleaved"  # interleaved: default, hand and eager blocks in one fit | train: time a whole train.py | writes
     device: str = "auto"  # cpu | cuda | auto (cuda when there is one)
     models: str = "seed,dcgan"  # comma-separated: seed, dcgan
     block: int = 0  # iterations per block (0: 500 on CUDA; 100 seed, 10 DCGAN on CPU)
@@ -184,10 +190,13 @@ class Args:
 
 
 def bench(args: Args) -> None:
-    if args.mode not in ("interleaved", "train") or args.device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"mode={args.mode} device={args.device}: mode is interleaved or train, device cpu, cuda or auto.")
+    if args.mode not in ("interleaved", "train", "writes") or args.device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"mode={args.mode} device={args.device}: mode is interleaved, train or writes, device cpu, cuda "
+                        f"or auto.")
     if args.mode == "train":
         return train_py(args.overrides)
+    if args.mode == "writes":
+        return writes(args.rounds)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
@@ -212,12 +221,48 @@ def bench(args: Args) -> None:
               f"GEMM limit / default: {gemm / (rates['default'] * flops / 1e9):.2f}x{replays}")
 
 
+def writes(rounds: int) -> None:
+    """What writing whole costs: the seed MLP's checkpoint (its weights and Adam's two moments)
+    saved by Lightning's TorchCheckpointIO and by gan/files.py (same folder, fsync, rename),
+    interleaved, into a folder beside the project (the disk runs write to); and the sha256 every
+    cache entry gets on open, per GiB."""
+    from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+    from gan.files import digest
+    from gan.run.checkpoints.saving import WholeCheckpoints
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        state = GAN.from_config(config("seed", "cpu", run_dir=run_dir)).state_dict()
+    checkpoint = {"state_dict": state, "optimizer_states": [{k: v.clone() for k, v in state.items()} for _ in range(2)]}
+    times: dict[str, list[float]] = {"Lightning's TorchCheckpointIO": [], "gan/files.py": []}
+    with tempfile.TemporaryDirectory(dir=CONF.parent) as folder:
+        for _ in range(2 * rounds):
+            for spent, io in zip(times.values(), (TorchCheckpointIO(), WholeCheckpoints())):
+                start = time.perf_counter()
+                io.save_checkpoint(checkpoint, Path(folder) / "last.ckpt")
+                spent.append(time.perf_counter() - start)
+        size = (Path(folder) / "last.ckpt").stat().st_size
+        big = Path(folder) / "images.u8"
+        big.write_bytes(os.urandom(256 << 20))
+        digests = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            digest(big)
+            digests.append(time.perf_counter() - start)
+    for name, spent in times.items():
+        print(f"save a {size / 2**20:.1f} MiB checkpoint, {name}: {1000 * statistics.mean(spent):.0f} ± "
+              f"{1000 * statistics.stdev(spent):.0f} ms ({len(spent)} saves, interleaved)")
+    print(f"sha256 of a cache file, warm page cache: {256 / statistics.mean(digests):.0f} MiB/s "
+          f"({1000 * statistics.mean(digests) / 256 * 1024:.0f} ms per GiB)")
+
+
 def train_py(overrides: list[str]) -> None:
     """Wall time of `python train.py OVERRIDES`, start-up, evaluation and writing included."""
     with tempfile.TemporaryDirectory() as cwd:
         start = time.perf_counter()
         done = subprocess.run([sys.executable, str(CONF.parent / "train.py"), *overrides,
-                               "callbacks.progress_bar.refresh_rate=0"], cwd=cwd, capture_output=True, text=True)
+                               "callbacks.progress_bar.refresh_rate=0"], cwd=cwd, capture_output=True, text=True,
+                              preexec_fn=functools.partial(die_with_parent, os.getpid()))  # never outlives the bench
         wall = time.perf_counter() - start
     if done.returncode:
         raise UserError(f"train.py failed ({done.returncode}): {done.stderr[-3000:]}")

@@ -17,6 +17,7 @@ from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
 from gan.config.constraints import Fraction, NonNegInt, PosInt
+from gan.files import save_image
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,7 @@ class SampleGrid(pl.Callback):
         images = pl_module.sample(self.noise.to(pl_module.device, pl_module.dtype), labels, net=pl_module.eval_generator)
         grid = make_grid(images.float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
         if trainer.is_global_zero:  # every process draws the grid (cheap); one writes it
-            self.dirpath.mkdir(parents=True, exist_ok=True)
-            readable(grid, f"iteration {step}").save(self.dirpath / f"{step:06d}.png")
+            save_image(readable(grid, f"iteration {step}"), self.dirpath / f"{step:06d}.png")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, step)

@@ -13,6 +13,7 @@ of the iterations. Needs MNIST under $GAN_DATA_DIR (or data/).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -28,6 +29,8 @@ from PIL import Image
 
 from gan.config import CONF
 from gan.config.cli import run
+from gan.files import save_image
+from gan.processes import die_with_parent
 
 ROOT = CONF.parent  # the checkout: train.py beside conf/
 RATES: list[float] = []  # filled by Rate, read by the it/s rounds
@@ -68,7 +71,8 @@ finally:
                                    "anonymous": field("RssAnon")}}), flush=True)
 """
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900,
+                          preexec_fn=functools.partial(die_with_parent, os.getpid()))  # never outlives the bench
 
 
 def grey_squares(folder: Path, n: int, side: int = 512) -> int:
@@ -76,7 +80,7 @@ def grey_squares(folder: Path, n: int, side: int = 512) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     base = np.random.default_rng(0).integers(0, 256, (side, side), np.uint8)
     for i in range(n):
-        Image.fromarray(np.roll(base, i, axis=1)).save(folder / f"{i:05d}.png", compress_level=0)
+        save_image(Image.fromarray(np.roll(base, i, axis=1)), folder / f"{i:05d}.png", False, compress_level=0)
     return n * side * side
 
 
@@ -86,7 +90,7 @@ def photos(folder: Path, n: int, side: int = 256) -> None:
     rng = np.random.default_rng(0)
     for i in range(n):
         small = Image.fromarray(rng.integers(0, 256, (8, 8, 3), np.uint8))
-        small.resize((side, side), Image.BICUBIC).save(folder / f"{i:05d}.jpg", quality=90)
+        save_image(small.resize((side, side), Image.BICUBIC), folder / f"{i:05d}.jpg", False, quality=90)
 
 
 def decode_seconds(root: Path, **options) -> tuple[float, int]:

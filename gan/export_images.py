@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from gan.config.cli import run
 from gan.errors import UserError
+from gan.files import save_image, write_text
 
 DATASETS = {"mnist": "MNISTDataModule", "fashion_mnist": "FashionMNISTDataModule", "cifar10": "CIFAR10DataModule"}
 MARK = ".gan-export"  # left in the folder: an earlier export's files are the only ones overwrite=true replaces
@@ -61,7 +62,7 @@ def export(args: Args) -> str:
     datamodule = getattr(gan.data, DATASETS[args.dataset])(root=args.root)
     datamodule.prepare_data()
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARK).write_text(f"written by python -m gan.export_images dataset={args.dataset}\n")
+    write_text(out / MARK, f"written by python -m gan.export_images dataset={args.dataset}\n")
     width = len(str(len(datamodule.classes) - 1))
     folders = [f"{i:0{width}d}_{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-')}" for i, name in enumerate(datamodule.classes)]
     for folder in folders:
@@ -72,8 +73,10 @@ def export(args: Args) -> str:
         images, labels = images[: args.n], labels[: args.n]
         for i, (image, label) in enumerate(tqdm(zip(images.numpy(), labels.tolist()), total=len(images), desc=split)):
             picture = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
-            Image.fromarray(picture).save(out / folders[label] / f"{split}_{i:05d}.png", compress_level=1)
+            # each file whole or absent; made durable all at once, below
+            save_image(Image.fromarray(picture), out / folders[label] / f"{split}_{i:05d}.png", False, compress_level=1)
         count += len(images)
+    os.sync()  # the images' bytes and names on disk, once for all of them
     return f"{count} images in {out} ({len(folders)} class folders)"
 
 

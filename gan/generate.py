@@ -20,6 +20,7 @@ from torchvision.utils import save_image
 from gan.config.cli import run
 from gan.config.untrusted import config_dirs
 from gan.errors import UserError
+from gan.files import write_atomically
 from gan.run.checkpoints.files import load_generator
 from gan.samples import generate
 
@@ -46,18 +47,14 @@ def write(args: Args) -> Path:
         raise UserError(f"out={args.out} {what}: give a new file name, or overwrite=true to replace a file.")
     generator, _, _ = load_generator(args.ckpt, args.best, args.ema, config_dirs(args.config_dir))
     samples = generate(generator, args.n, args.seed, args.label)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    try:  # a link at `out` is replaced, never followed
         if out.suffix == ".npy":
-            np.save(tmp, samples.numpy().astype(np.float32))
+            write_atomically(out, lambda f: np.save(f, samples.numpy().astype(np.float32)))
         else:
-            save_image(samples, tmp, nrow=math.ceil(math.sqrt(args.n)), normalize=True, value_range=(-1, 1))
-        tmp.replace(out)  # a link at `out` is replaced, never followed
+            write_atomically(out, lambda f: save_image(samples, f, format="png", nrow=math.ceil(math.sqrt(args.n)),
+                                                       normalize=True, value_range=(-1, 1)))
     except OSError as exc:
         raise UserError(f"out={args.out}: cannot write there ({exc.strerror or exc}); give a path you can write to.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

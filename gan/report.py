@@ -11,35 +11,44 @@ score, ranked on the mean. A multi-objective sweep marks its Pareto front (★).
 adds Optuna's views of its study (optuna_history.png, optuna_importance.png, or
 optuna_pareto_front.png) and counts its complete, pruned and failed trials. It reads what
 each job left behind (.hydra/, status.json, TensorBoard events), so it works on a sweep that is
-still running, was interrupted, or has failed jobs.
+still running, was interrupted, or has failed jobs. A damaged or missing file (a truncated
+status.json, a job folder without .hydra/, an unreadable optuna.db) does not stop it: the report is
+made from what can be read, and the `defects` column and `notes.txt` name each such file and what
+is wrong with it.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
-import shutil
 import statistics
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c  # the checksum of event records
 
 from gan.config.cli import run
-from gan.config.untrusted import lookup, read_yaml
+from gan.config.untrusted import lookup, read_yaml, shown
 from gan.errors import UserError
+from gan.files import write_atomically, write_text
 from gan.metrics import BETTER, METRICS
-from gan.run.status import read_status
+from gan.run.status import STATUS_FILE, DamagedStatus, read_status
 
 CURVE_JOBS = 5  # best jobs drawn in curves.png
+UNKNOWN = "unknown"  # what the tables show for an override of a job whose .hydra/ is gone or unreadable
+FINISHED = ("completed", "stopped", "running")  # statuses whose objective is a result to rank by
+UNSURE = ("damaged", "unknown")  # status.json damaged or missing: ranked after FINISHED, by what the job logged
 
 
 @dataclass
 class Job:
     name: str
     folder: Path
-    overrides: dict[str, str]
+    overrides: dict[str, str] | None  # None: unknown (no readable .hydra/overrides.yaml)
     status: str
     metric: str | list[str] | None = None  # the run's optimized_metric (several: a multi-objective study)
     objective: float | list[float] | None = None
@@ -48,36 +57,177 @@ class Job:
     final: dict[str, float] = field(default_factory=dict)  # last value of each scalar
     best_fid: tuple[float, int] | None = None  # (value, iteration)
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    config_known: bool = True  # False: no readable .hydra/config.yaml, so its optimized_metric is taken as the sweep's
+    defects: list[str] = field(default_factory=list)  # "<path>: what is wrong with it", one per damaged or missing file
 
 
 def read_job(folder: Path) -> Job:
-    overrides = [str(o) for o in read_yaml(folder / ".hydra" / "overrides.yaml") or []]  # as data: nothing resolved
-    parsed = dict(o.lstrip("+~").split("=", 1) if "=" in o else (o, "") for o in overrides)
-    config = read_yaml(folder / ".hydra" / "config.yaml") or {}
-    status = read_status(folder)
-    metric = config.get("optimized_metric") if isinstance(config, dict) else None
-    metric = metric if metric is None or isinstance(metric, str) else list(metric)  # several: a multi-objective study
-    job = Job(folder.name, folder, parsed, status.get("status", "not started"), metric, error=status.get("error", ""))
-    if "ended" in status:
-        job.wall_s = status["ended"] - status["started"]
-    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-    events.Reload()
-    for tag in events.Tags().get("scalars", []):
-        job.curves[tag] = [(e.step, e.value) for e in events.Scalars(tag)]
-        job.final[tag] = job.curves[tag][-1][1]
+    """What a job folder holds. A damaged or missing file is a line of `defects`, never an
+    exception: one job's damage must not hide the others, and its readable files still count."""
+    defects: list[str] = []
+    hydra = folder / ".hydra"
+    if hydra.is_dir():
+        overrides, config = read_overrides(hydra / "overrides.yaml", defects), read_config(hydra / "config.yaml", defects)
+    else:
+        defects.append(f"{folder}: no .hydra/ (its overrides and config are unknown)")
+        overrides, config = None, None
+    status = read_job_status(folder, defects)
+    job = Job(folder.name, folder, overrides, job_state(folder, status, defects), optimized_metric(config or {}),
+              error=str((status or {}).get("error", "")), config_known=config is not None, defects=defects)
+    started, ended = (status or {}).get("started"), (status or {}).get("ended")
+    if is_number(started) and is_number(ended):
+        job.wall_s = ended - started
+    read_events(job)
     if job.curves.get("metrics/fid"):
         value, step = min((v, s) for s, v in job.curves["metrics/fid"])
         job.best_fid = (value, step)
-    job.objective = status.get("objective")
-    if job.objective is None and isinstance(job.metric, str) and job.metric in job.final:  # still running or interrupted
-        job.objective = job.final[job.metric]
+    job.objective = objective(status or {}, folder / STATUS_FILE, defects)
+    objective_from_events(job)
     return job
 
 
-def directions(sweep: Path) -> list[str]:
-    """The study's direction(s), as the sweep's config gives them."""
+def problem(exc: UserError) -> str:
+    """A reader's one-paragraph message (which names the file) as a line of a list."""
+    return str(exc).rstrip(".")
+
+
+def read_hydra_file(path: Path, kind: type, what: str, unknown: str, defects: list[str]):
+    """One of a job's .hydra/ files as data, nothing resolved, when it holds a `kind`; else None and
+    a defect saying what is unknown because of it (Hydra writes `[]` for a job without overrides,
+    so an empty file is a truncated one)."""
+    try:
+        found = read_yaml(path) if path.exists() else None
+    except UserError as exc:
+        defects.append(f"{problem(exc)} ({unknown})")
+        return None
+    if not isinstance(found, kind):
+        missing = "missing" if not path.exists() else "empty" if found is None else f"not {what}"
+        defects.append(f"{path}: {missing} ({unknown})")
+        return None
+    return found
+
+
+def read_overrides(path: Path, defects: list[str]) -> dict[str, str] | None:
+    """`key=value` overrides; None when the file is missing or damaged."""
+    found = read_hydra_file(path, list, "a list of overrides", "its overrides are unknown", defects)
+    if found is None:
+        return None
+    return dict(o.lstrip("+~").split("=", 1) if "=" in o else (o, "") for o in map(str, found))
+
+
+def read_config(path: Path, defects: list[str]) -> dict | None:
+    """The job's composed config; None when missing or damaged."""
+    return read_hydra_file(path, dict, "a config", "its optimized_metric is unknown", defects)
+
+
+def optimized_metric(config: dict) -> str | list[str] | None:
+    metric = config.get("optimized_metric")
+    if isinstance(metric, list):  # several: a multi-objective study
+        return [str(m) for m in metric]
+    return None if metric is None else str(metric)
+
+
+def read_job_status(folder: Path, defects: list[str]) -> dict | None:
+    """The job's status.json: {} when it wrote none, None when it is damaged."""
+    try:
+        return read_status(folder)
+    except DamagedStatus as exc:
+        defects.append(str(exc))
+        return None
+
+
+def job_state(folder: Path, status: dict | None, defects: list[str]) -> str:
+    """What became of the job. A job writes status.json before it trains, so one that left
+    checkpoints or events without it has lost it: its state is unknown, not "not started", and the
+    lost file is a defect."""
+    if status is None:
+        return "damaged"
+    if status:
+        return status["status"]
+    if (folder / "checkpoints").is_dir() or event_files(folder):
+        defects.append(f"{folder / STATUS_FILE}: missing (what became of the job is unknown)")
+        return "unknown"
+    return "not started"
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def objective(status: dict, path: Path, defects: list[str]) -> float | list[float] | None:
+    """The objective status.json gives, if it is a number (or, several objectives, a list of them)."""
+    value = status.get("objective")
+    if value is None or is_number(value) or (isinstance(value, list) and value and all(map(is_number, value))):
+        return value
+    defects.append(f"{path}: its objective is not a number ({shown(value)})")
+    return None
+
+
+def objective_from_events(job: Job) -> None:
+    """A job still running, interrupted, or without a readable status.json: its objective is the
+    last value it logged of its optimized_metric."""
+    if job.objective is None and isinstance(job.metric, str) and job.metric in job.final:
+        job.objective = job.final[job.metric]
+
+
+def event_files(folder: Path) -> list[Path]:
+    """The TensorBoard events files of a job (TensorBoard reads any file whose name holds `tfevents`)."""
+    return sorted(p for p in folder.glob("*tfevents*") if p.is_file())
+
+
+def read_events(job: Job) -> None:
+    """The job's scalars. A damaged events file is a defect; its curves keep what came before the damage."""
+    job.defects += [d for d in (events_defect(p, job.status == "running") for p in event_files(job.folder)) if d]
+    try:
+        events = EventAccumulator(str(job.folder), size_guidance={"scalars": 0})
+        events.Reload()
+        scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags().get("scalars", [])}
+    except Exception as exc:  # what TensorBoard's parser raises on a damaged file is its own business
+        job.defects.append(f"{job.folder}: its TensorBoard events could not be read ({type(exc).__name__}: "
+                           f"{shown(str(exc), 160)})")
+        return
+    for tag, curve in scalars.items():
+        if curve:
+            job.curves[tag], job.final[tag] = curve, curve[-1][1]
+
+
+def events_defect(path: Path, being_written: bool) -> str | None:
+    """What is wrong with an events file, if anything: the length and checksum heading each record
+    are followed to its end, without reading the records themselves. TensorBoard's reader stops at
+    the first damaged record without a word; this says so. The cut-off last record of a running
+    job is one still being written, not damage."""
+    whole = records = 0
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            while whole < size:
+                header = f.read(12)  # the record's length (8 bytes), then its masked CRC-32C (4)
+                if len(header) == 12 and masked_crc32c(header[:8]) != struct.unpack("<I", header[8:])[0]:
+                    break
+                end = whole + 12 + struct.unpack("<Q", header[:8])[0] + 4 if len(header) == 12 else size + 1
+                if end > size:
+                    if being_written:
+                        return None
+                    return f"{path}: truncated after {records} whole records (its curves stop there)"
+                whole, records = end, records + 1
+                f.seek(whole)
+    except OSError as exc:
+        return f"{path}: unreadable ({type(exc).__name__}: {exc.strerror or exc})"
+    if whole == size:
+        return None
+    if records == 0:
+        return f"{path}: not TensorBoard events (its first record fails its checksum, so nothing was read from it)"
+    return f"{path}: damaged after {records} whole records, at byte {whole} of {size} (its curves stop there)"
+
+
+def directions(sweep: Path, defects: list[str]) -> list[str]:
+    """The study's direction(s), as the sweep's config gives them (a damaged one: minimize, and a defect)."""
     multirun = sweep / "multirun.yaml"
-    found = lookup(read_yaml(multirun), "hydra.sweeper.direction") if multirun.exists() else None
+    try:
+        found = lookup(read_yaml(multirun), "hydra.sweeper.direction") if multirun.exists() else None
+    except UserError as exc:
+        defects.append(f"{problem(exc)} (its direction is taken as minimize)")
+        found = None
     found = found or "minimize"
     return [str(found)] if isinstance(found, str) else [str(d) for d in found]
 
@@ -92,12 +242,32 @@ def pareto_front(jobs: list[Job], ways: list[str]) -> set[str]:
     return {name for name, p in points.items() if not any(beats(q, p) for other, q in points.items() if other != name)}
 
 
+def looks_like_job(folder: Path) -> bool:
+    """A folder a job left something in: its .hydra/, status.json, checkpoints/ or TensorBoard
+    events; any one of them, so that a job whose .hydra/ was lost is still listed."""
+    if not folder.is_dir() or folder.name.startswith("."):  # .submitit/ and the like
+        return False
+    return any((folder / name).exists() for name in (".hydra", STATUS_FILE, "checkpoints")) or bool(event_files(folder))
+
+
 def find_jobs(sweep: Path) -> list[Job]:
-    folders = [p.parent.parent for p in sweep.glob("*/.hydra/overrides.yaml")]
+    folders = [p for p in sweep.iterdir() if looks_like_job(p)] if sweep.is_dir() else []
     if not folders:
-        raise UserError(f"{sweep}: no sweep jobs there (job folders hold .hydra/overrides.yaml; give the sweep's folder).")
+        raise UserError(f"{sweep}: no sweep jobs there (a job folder, directly in the sweep's, holds .hydra/, "
+                        f"status.json, checkpoints/ or TensorBoard events; give the sweep's folder).")
     order = lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)  # 0, 1, ..., 10, then names
-    return [read_job(f) for f in sorted(folders, key=order)]
+    return with_sweep_metric([read_job(f) for f in sorted(folders, key=order)])
+
+
+def with_sweep_metric(jobs: list[Job]) -> list[Job]:
+    """A job whose config is unknown is taken to optimize what the other jobs of its sweep do, so
+    that the metrics it logged can still rank it."""
+    metric = next((j.metric for j in jobs if j.metric), None)
+    for job in jobs:
+        if not job.config_known and job.metric is None:
+            job.metric = metric
+            objective_from_events(job)
+    return jobs
 
 
 @dataclass
@@ -129,10 +299,12 @@ class Ranking:
 
 
 def ranked(jobs: list[Job], ranking: Ranking) -> list[Job]:
-    def key(job: Job) -> tuple[bool, float]:
+    """By value: the finished jobs first, then those whose status.json is damaged or missing (what
+    they logged is a value, but whether they ended well is unknown), then the rest in their order."""
+    def key(job: Job) -> tuple[int, float]:
         value = ranking.value(job)
-        usable = value is not None and job.status in ("completed", "stopped", "running")
-        return (not usable, -value if usable and ranking.maximize else value if usable else 0.0)
+        tier = 2 if value is None else 0 if job.status in FINISHED else 1 if job.status in UNSURE else 2
+        return (tier, 0.0 if tier == 2 else -value if ranking.maximize else value)
     return sorted(jobs, key=key)
 
 
@@ -148,11 +320,15 @@ def axis_name(tag: str) -> str:
 
 def label(job: Job, keys: list[str]) -> str:
     """A job as its overrides name it (`latent_dim=32, lr=0.0002`), the last part of each key."""
+    if job.overrides is None:
+        return f"job {job.name} (overrides unknown)"
     return ", ".join(f"{k.rsplit('.', 1)[-1]}={short(job.overrides.get(k, ''))}" for k in keys) or f"job {job.name}"
 
 
 def swept_keys(jobs: list[Job]) -> list[str]:
-    """The override keys whose values differ between jobs (all of them when there is one job)."""
+    """The override keys whose values differ between jobs (all of them when there is one job);
+    jobs whose overrides are unknown have no say."""
+    jobs = [job for job in jobs if job.overrides is not None]
     keys = sorted({k for job in jobs for k in job.overrides})
     varying = [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
     return varying or keys
@@ -173,14 +349,20 @@ def rows(jobs: list[Job], keys: list[str], front: set[str] | None = None) -> lis
         row = {"rank": str(rank), "job": job.name, "status": job.status, "objective": objective}
         if front is not None:
             row["Pareto front"] = "★" if job.name in front else ""
-        row.update({k: job.overrides.get(k, "") for k in keys})
+        row.update({k: UNKNOWN if job.overrides is None else job.overrides.get(k, "") for k in keys})
         row.update({f"final {m} {BETTER[m]}": fmt(job.final.get(f"metrics/{m}")) for m in METRICS})
         row["best fid ↓ (iteration)"] = f"{job.best_fid[0]:.4g} ({job.best_fid[1]})" if job.best_fid else ""
         row["loss d / g"] = " / ".join(fmt(job.final.get(tag)) for tag in ("loss/d", "loss/g"))
         row["wall s"] = f"{job.wall_s:.0f}" if job.wall_s is not None else ""
         row["error"] = job.error
+        row["defects"] = "; ".join(within(job, line) for line in job.defects)
         table.append(row)
     return table
+
+
+def within(job: Job, defect: str) -> str:
+    """A defect as the job's row says it: the file relative to the job's folder, the folder itself unsaid."""
+    return defect.removeprefix(f"{job.folder}/").removeprefix(f"{job.folder}: ")
 
 
 def mean_std(values: list[float]) -> str:
@@ -206,7 +388,7 @@ def seed_rows(jobs: list[Job], keys: list[str], ranking: Ranking) -> list[dict[s
         return []
     others = [k for k in keys if k != "seed"]
     groups: dict[tuple[str, ...], list[Job]] = {}
-    for job in jobs:
+    for job in (j for j in jobs if j.overrides is not None):  # unknown overrides: which group is unknown
         groups.setdefault(tuple(job.overrides.get(k, "") for k in others), []).append(job)
     scored = []
     for values, members in groups.items():
@@ -224,15 +406,27 @@ def seed_rows(jobs: list[Job], keys: list[str], ranking: Ranking) -> list[dict[s
     return [row for *_, row in sorted(scored, key=lambda t: t[:2])]
 
 
+OPTIONAL = ("error", "defects")  # columns the Markdown table leaves out when no row has anything in them
+
+
 def write_tables(table: list[dict[str, str]], out: Path, name: str = "jobs") -> None:
-    with open(out / f"{name}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
-    columns = [c for c in table[0] if c != "error" or any(r["error"] for r in table)]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(table[0]))
+    writer.writeheader()
+    writer.writerows(table)
+    write_text(out / f"{name}.csv", text.getvalue())
+    columns = [c for c in table[0] if c not in OPTIONAL or any(r[c] for r in table)]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(short(r[c]).replace("|", "\\|") for c in columns) + " |" for r in table]
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    write_text(out / f"{name}.md", "\n".join(lines) + "\n")
+
+
+def save_figure(fig, path: Path) -> None:
+    """Whole or not at all (gan/files.py), then closed, so that the next plot starts empty."""
+    import matplotlib.pyplot as plt
+
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
 
 
 def short(text: str) -> str:
@@ -256,7 +450,7 @@ def write_plots(jobs: list[Job], keys: list[str], out: Path, ranking: Ranking) -
     import matplotlib.pyplot as plt
 
     skipped = []
-    scored = [j for j in jobs if ranking.value(j) is not None]
+    scored = [j for j in jobs if ranking.value(j) is not None and j.overrides is not None]  # unknown overrides: no x
     for key in keys:
         if not scored:
             skipped.append(f"objective_vs_{key}.png: no job has a value to rank by")
@@ -281,9 +475,9 @@ def write_plots(jobs: list[Job], keys: list[str], out: Path, ranking: Ranking) -
         ax.set_xlabel(key)
         ax.set_ylabel(f"{axis_name(ranking.name)} at the end ({'higher' if ranking.maximize else 'lower'} is better)")
         fig.tight_layout()
-        fig.savefig(out / f"objective_vs_{key.replace('/', '_')}.png", dpi=100)
-        plt.close(fig)
-    metric = jobs[0].metric[0] if isinstance(jobs[0].metric, list) else jobs[0].metric  # several: the first
+        save_figure(fig, out / f"objective_vs_{key.replace('/', '_')}.png")
+    metric = next((j.metric for j in jobs if j.metric), None)
+    metric = metric[0] if isinstance(metric, list) else metric  # several: the first
     tag = "metrics/fid" if any("metrics/fid" in j.curves for j in jobs) else metric
     drawn = [j for j in jobs if tag in j.curves][:CURVE_JOBS]
     if not drawn:
@@ -296,24 +490,47 @@ def write_plots(jobs: list[Job], keys: list[str], out: Path, ranking: Ranking) -
     ax.set_ylabel(axis_name(tag))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "curves.png")
     return skipped
 
 
-def stored_study(sweep: Path):
-    """The Optuna study an Optuna sweep stored beside its jobs (`optuna.db`), or None."""
+def stored_study(sweep: Path, defects: list[str]):
+    """The Optuna study an Optuna sweep stored beside its jobs (`optuna.db`), or None. A file that
+    cannot be read is a defect, and the report is made from the job folders alone."""
     db = sweep / "optuna.db"
     if not db.exists():
+        return None
+    skipped = "Optuna's views of the study are left out"
+    if db.stat().st_size == 0:  # opened, an empty file would be given Optuna's tables: the report would write into it
+        defects.append(f"{db}: could not be read (an empty file); {skipped}")
         return None
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{db}"
+    try:
+        names = study_names(sweep, defects) or optuna.study.get_all_study_names(storage)
+        study = optuna.load_study(study_name=names[0], storage=storage) if names else None
+        if study is not None:
+            _ = study.directions, study.trials  # read here, so that a damaged file fails here and not in a plot
+    except Exception as exc:  # SQLAlchemy's and Optuna's errors for a damaged database share no base class
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        defects.append(f"{db}: could not be read ({type(exc).__name__}: {shown(first, 160)}); {skipped}")
+        return None
+    if study is None:
+        defects.append(f"{db}: holds no study; {skipped}")
+    return study
+
+
+def study_names(sweep: Path, defects: list[str]) -> list[str]:
+    """The study's name as the sweeper recorded it (`optimization_results.yaml`), if it did."""
     results = sweep / "optimization_results.yaml"
-    names = [lookup(read_yaml(results), "study_name")] if results.exists() else []
-    names = [n for n in names if n] or optuna.study.get_all_study_names(storage)
-    return optuna.load_study(study_name=names[0], storage=storage) if names else None
+    try:
+        name = lookup(read_yaml(results), "study_name") if results.exists() else None
+    except UserError as exc:
+        defects.append(f"{problem(exc)} (the study is looked up in optuna.db)")
+        return []
+    return [str(name)] if name else []
 
 
 def optuna_plots(study, out: Path) -> list[str]:
@@ -346,7 +563,7 @@ def optuna_plots(study, out: Path) -> list[str]:
                 continue
             plt.gcf().set_size_inches(7, 4.5)
             plt.tight_layout()
-            plt.savefig(out / name, dpi=100)
+            save_figure(plt.gcf(), out / name)
             plt.close("all")
     return notes
 
@@ -354,13 +571,13 @@ def optuna_plots(study, out: Path) -> list[str]:
 def report(sweep: str) -> Path:
     folder = Path(sweep)
     jobs = find_jobs(folder)
-    study = stored_study(folder)
-    ways = [d.name.lower() for d in study.directions] if study is not None else directions(folder)
+    defects: list[str] = []  # of the sweep's own files; each job keeps its own
+    study = stored_study(folder, defects)
+    ways = [d.name.lower() for d in study.directions] if study is not None else directions(folder, defects)
     ranking = Ranking.of(jobs, ways[0] == "maximize")
     jobs = ranked(jobs, ranking)
     keys = swept_keys(jobs)
-    out = folder / "report"
-    out.mkdir(exist_ok=True)
+    out = folder / "report"  # made by the first write (gan/files.py), which names the folder if it cannot be
     front = pareto_front(jobs, ways) if len(ways) > 1 else None
     write_tables(rows(jobs, keys, front), out)
     notes = [ranking.describe(), *(f"Left out {line}." for line in write_plots(jobs, keys, out, ranking))]
@@ -372,13 +589,35 @@ def report(sweep: str) -> Path:
         notes.append("seeds.md: the jobs that differ only in seed, as mean ± std (n) over the seeds that finished, "
                      "ranked on the mean.")
     notes += optuna_plots(study, out)
-    grids = sorted((jobs[0].folder / "images").glob("*.png"), key=lambda p: int(p.stem))
-    if grids and ranking.value(jobs[0]) is not None:
-        shutil.copyfile(grids[-1], out / "best_samples.png")
-    else:
-        notes.append("Left out best_samples.png: no job ranks first.")
-    (out / "notes.txt").write_text("\n".join(notes) + "\n")
+    notes += best_samples(jobs[0], ranking, out)
+    notes += defect_notes(jobs, defects, ranking)
+    write_text(out / "notes.txt", "\n".join(notes) + "\n")
     return out
+
+
+def best_samples(best: Job, ranking: Ranking, out: Path) -> list[str]:
+    """A copy of the best job's last sample grid (images/<iteration>.png); a note when there is none.
+    The grid is read before the write, so that an unreadable one is not taken for an unwritable report."""
+    grids = sorted((p for p in (best.folder / "images").glob("*.png") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    if not grids or ranking.value(best) is None:
+        return ["Left out best_samples.png: no job ranks first."]
+    try:
+        grid = grids[-1].read_bytes()
+    except OSError as exc:
+        return [f"Left out best_samples.png: {grids[-1]} could not be read ({type(exc).__name__}: {exc.strerror or exc})."]
+    write_atomically(out / "best_samples.png", lambda f: f.write(grid))
+    return []
+
+
+def defect_notes(jobs: list[Job], defects: list[str], ranking: Ranking) -> list[str]:
+    """Every damaged or missing file, one line each, naming it and what is wrong with it."""
+    lines = [*defects, *(line for job in jobs for line in job.defects)]
+    if not lines:
+        return []
+    notes = [f"Damaged or missing files ({len(lines)}); the report is made from what could be read:", *lines]
+    if any(j.status in UNSURE and ranking.value(j) is not None for j in jobs):
+        notes.append("Jobs whose status.json is damaged or missing rank after the finished ones, by what they logged.")
+    return notes
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+os.environ.setdefault("MKL_CBWR", "AUTO")  # as train.py sets it, before torch loads MKL
+
 import pytest
 
 from gan.training.fit import QUIET_NOTICES

@@ -160,3 +160,37 @@ def write_fake_cifar10(root: Path, train_per_batch: int = 100, test: int = 200) 
         pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                                      "truck"]}, f, protocol=2)
 
+
+def children(pid: int) -> set[int]:
+    """Every descendant of `pid` (read from /proc)."""
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            kids = (task / "children").read_text().split() if (task / "children").exists() else []
+            for kid in map(int, kids):
+                if kid not in found:
+                    found.add(kid)
+                    todo.append(kid)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def killed_with_survivors(process: subprocess.Popen, descendants: set[int] | None = None, limit_s: float = 10) -> set[int]:
+    """SIGKILL `process`, then the PIDs of its descendants (as they were just before) still alive after `limit_s`."""
+    import time
+
+    descendants = children(process.pid) if descendants is None else descendants
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + limit_s
+    while any(alive(p) for p in descendants) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {p for p in descendants if alive(p)}

@@ -5,9 +5,11 @@ The first run decodes every image once, in several worker processes with a progr
 transforms) with `channels` channels, and appends the uint8 pixels to a cache file under
 GAN_CACHE_DIR (~/.cache/gan). The cache is keyed by the folder's listing (names, sizes,
 modification times) and those settings, so a later run starts in seconds and a changed folder is
-decoded again. Training reads batches from that file: copied into memory when it fits there (the
-GPU too, when it fits there), memory-mapped otherwise, so a set larger than memory trains at
-page-cache speed with no per-sample Python.
+decoded again. The entry is whole or absent (decoded beside it, then moved into place), checked
+against the sizes and checksums in its meta.json on every open, and decoded again when damaged.
+Training reads batches from that file: copied into memory when it fits there (the GPU too, when
+it fits there), memory-mapped otherwise, so a set larger than memory trains at page-cache speed
+with no per-sample Python.
 
 A share of the images (`holdout`, chosen by a hash of each file's name, so the choice survives
 added files) is kept out of training: the metrics score against it and the feature classifier
@@ -22,8 +24,8 @@ file is skipped; each is counted in the log (data.strict=true: refused, naming i
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -42,18 +44,21 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from gan.cache import cache_dir, locked
+from gan.cache import cache_dir, describe, locked, verified_folder
 from gan.config.constraints import Count, NonNegInt, OpenFraction, PosInt
 from gan.config.untrusted import shown
 from gan.data.batches import SAMPLINGS, ImageDataModule
 from gan.data.memory import available_memory
 from gan.errors import UserError
+from gan.files import replace_folder, temporary, write_json
+from gan.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 FITS = ("crop", "pad")
 LABELS = ("none", "folders")
+CACHED = ("images.u8", "labels.npy", "files.txt")  # an entry's files, each checked against meta.json's sizes and checksums
 FORMAT = 2  # of the cache files and of the decoding below: a change retires old caches
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 MEMORY_SHARE = 0.5  # data.in_memory=auto copies the images into memory when they take at most this share of what is free
@@ -187,13 +192,18 @@ def as_list(batch: list) -> list:
     return batch
 
 
+def worker_start(parent: int, worker: int) -> None:
+    """A decode worker dies with the run that started it (a killed run left one decoding for ever)."""
+    die_with_parent(parent)
+
+
 def decode(root: Path, listing: Listing, shape: tuple[int, int, int], fit: str, workers: int, strict: bool,
            into: Path) -> dict:
     """Decode every file of `listing` into `into`/images.u8 (uint8 rows in listing order, unreadable
     files left out) and labels.npy; return what happened, for meta.json."""
     channels, size, _ = shape
     loader = DataLoader(Decoder(root, listing.files, size, channels, fit), batch_size=64, num_workers=workers,
-                        collate_fn=as_list)
+                        collate_fn=as_list, worker_init_fn=functools.partial(worker_start, os.getpid()))
     kept, kept_labels, train, skipped, converted = [], [], 0, [], Counter()
     start = time.perf_counter()
     with open(into / "images.u8", "wb") as out, tqdm(total=len(listing.files), unit="img", desc=f"decoding {root}") as bar:
@@ -276,22 +286,30 @@ class FolderDataModule(ImageDataModule):
         key = hashlib.sha256(repr((listing.fingerprint, self.image_shape, self.fit, self.labels_from, self.holdout,
                                    FORMAT)).encode()).hexdigest()[:32]
         self.cache = cache_dir() / "images" / key
-        with locked(self.cache):  # processes of one run, or two runs: one decodes
-            if not (self.cache / "meta.json").is_file():
-                workers = min(os.cpu_count() or 1, 8) if self.workers == "auto" else self.workers
-                for stale in self.cache.parent.glob(f"{key}.*.tmp"):  # a decode killed earlier; the lock is ours
-                    shutil.rmtree(stale, ignore_errors=True)
-                tmp = self.cache.with_name(f"{key}.{os.getpid()}.tmp")
-                tmp.mkdir(parents=True)
-                try:
-                    meta = decode(self.root, listing, self.image_shape, self.fit, workers if len(listing.files) > 256 else 0,
-                                  self.strict, tmp)
-                    (tmp / "meta.json").write_text(json.dumps(meta))
-                    tmp.replace(self.cache)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-        self.meta = json.loads((self.cache / "meta.json").read_text())
+        what = f"the decoded images of {self.root}"
+        meta = verified_folder(self.cache, CACHED, what, quiet=True)  # read without a lock: a read-only cache works
+        if meta is None:
+            with locked(self.cache, what):  # processes of one run, or two runs: one decodes
+                meta = verified_folder(self.cache, CACHED, what) or self.decode_into_cache(listing)
+        self.meta = meta
         self.check_meta(listing)
+
+    def decode_into_cache(self, listing: Listing) -> dict:
+        """Decode into a folder beside the entry, then move it into place: the entry is whole or absent."""
+        workers = min(os.cpu_count() or 1, 8) if self.workers == "auto" else self.workers
+        for stale in self.cache.parent.glob(f".{self.cache.name}.*.tmp"):  # a decode killed earlier; the lock is ours
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = temporary(self.cache)
+        tmp.mkdir(parents=True)
+        try:
+            meta = decode(self.root, listing, self.image_shape, self.fit, workers if len(listing.files) > 256 else 0,
+                          self.strict, tmp)
+            meta["files"] = describe({name: tmp / name for name in CACHED})
+            write_json(tmp / "meta.json", meta)
+            replace_folder(tmp, self.cache)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return meta
 
     def check_meta(self, listing: Listing) -> None:
         meta = self.meta

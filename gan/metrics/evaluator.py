@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from gan.cache import cache_dir, cached
 from gan.errors import UserError
 from gan.metrics import available
-from gan.metrics.extractor import cache_dir, classifier_for, datamodule_key, save_atomically
+from gan.metrics.extractor import classifier_for, datamodule_key
 from gan.metrics.inception import InceptionFeatures
 from gan.metrics.scores import kth_neighbour_distance, score
 from gan.samples import generate
@@ -45,13 +46,14 @@ class Evaluator:
 
     def reference(self, test_images: torch.Tensor) -> dict[str, torch.Tensor]:
         digest = hashlib.sha256(np.ascontiguousarray(test_images.numpy())).hexdigest()[:16]
-        path = cache_dir() / f"{self.key}-test-{digest}-k{self.k}.pt"
-        if path.exists():
-            return torch.load(path, map_location="cpu", weights_only=True)
-        real = self.features(test_images)
-        real[f"radii_k{self.k}"] = kth_neighbour_distance(real["conv"], self.k)
-        save_atomically(real, path)
-        return real
+
+        def compute() -> dict[str, torch.Tensor]:
+            real = self.features(test_images)
+            real[f"radii_k{self.k}"] = kth_neighbour_distance(real["conv"], self.k)
+            return real
+
+        return cached(cache_dir() / f"{self.key}-test-{digest}-k{self.k}.pt", compute,
+                      f"the reference features of {self.datamodule.name}")
 
     def features(self, images: torch.Tensor, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         own = None if self.net is None else self.net.to(device).features(images)

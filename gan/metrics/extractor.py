@@ -17,14 +17,13 @@ import hashlib
 import inspect
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from gan.cache import cache_dir, locked, save_atomically  # noqa: F401  (the metrics' cache)
+from gan.cache import cache_dir, cached
 from gan.data.batches import to_unit
 
 log = logging.getLogger(__name__)
@@ -138,23 +137,18 @@ def load_or_train(
     images, labels = train_split
     image_shape = tuple(images.shape[1:])
     path = cache_dir() / f"{cache_key(dataset, image_shape, num_classes, recipe)}.pt"
-    with locked(path):  # two runs started together: one trains, the other waits and loads
-        return _load_or_train(path, dataset, images, labels, test_split, num_classes, recipe)
 
+    def train() -> dict:
+        log.info("Training the %s feature classifier (cached afterwards at %s)", dataset, path)
+        torch.manual_seed(recipe.seed)
+        net = Classifier(image_shape, num_classes)
+        fit(net, images, labels, recipe)
+        test_accuracy = accuracy(net, *test_split)
+        log.info("%s feature classifier: %.2f%% test accuracy", dataset, 100 * test_accuracy)
+        return {"state_dict": net.state_dict(), "test_accuracy": test_accuracy}
 
-def _load_or_train(path: Path, dataset: str, images: torch.Tensor, labels: torch.Tensor,
-                   test_split: tuple[torch.Tensor, torch.Tensor], num_classes: int, recipe: Recipe) -> tuple[Classifier, float]:
-    image_shape = tuple(images.shape[1:])
+    # two runs started together: one trains, the other waits and loads; a damaged file is trained again
+    saved = cached(path, train, f"the {dataset} feature classifier")
     net = Classifier(image_shape, num_classes)
-    if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(saved["state_dict"])
-        return net.eval(), float(saved["test_accuracy"])
-    log.info("Training the %s feature classifier (cached afterwards at %s)", dataset, path)
-    torch.manual_seed(recipe.seed)
-    net = Classifier(image_shape, num_classes)
-    fit(net, images, labels, recipe)
-    test_accuracy = accuracy(net, *test_split)
-    save_atomically({"state_dict": net.state_dict(), "test_accuracy": test_accuracy}, path)
-    log.info("%s feature classifier: %.2f%% test accuracy", dataset, 100 * test_accuracy)
-    return net, test_accuracy
+    net.load_state_dict(saved["state_dict"])
+    return net.eval(), float(saved["test_accuracy"])

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
@@ -25,6 +26,7 @@ from gan.config import flatten
 from gan.config.hydra_runtime import choices, hydra, in_sweep, overrides, sweep_folder, sweeper
 from gan.config.untrusted import lookup, read_yaml
 from gan.engine.lightning_adapter import tensorboard_writer
+from gan.files import write_text
 
 # HParams columns every run has, whatever its options; the command line's keys join them.
 HEADLINE = ("seed", "data.batch_size", "model.latent_dim", "optimizer.generator.lr", "optimizer.discriminator.lr",
@@ -95,6 +97,8 @@ def log_run_config(loggers: Iterable[Logger], cfg: DictConfig) -> None:
     text and, except for `debug=` smoke runs, as an HParams row (`table_params`, `row_name`)."""
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):  # Lightning writes it once, with a plain open(): here it is whole
+            write_text(Path(logger.log_dir) / "hparams.yaml", yaml.safe_dump(params, sort_keys=False))
         logger.log_hyperparams(params)
         if isinstance(logger, TensorBoardLogger):
             text = "\n".join("    " + line for line in OmegaConf.to_yaml(cfg, resolve=True).splitlines())

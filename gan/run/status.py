@@ -9,6 +9,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from gan.files import write_text
+from gan.processes import identity
+
 STATUS_FILE = "status.json"
 
 
@@ -36,13 +39,28 @@ def _numbers(value: Any) -> Any:
     return value
 
 
+class DamagedStatus(ValueError):
+    """A status.json that is not the JSON object this project writes (truncated by an older
+    version, edited by hand, damaged on disk)."""
+
+
 def write_status(run_dir: str | Path, **status: Any) -> None:
-    path = Path(run_dir) / STATUS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_standard(status), indent=1, default=str, allow_nan=False) + "\n")
+    """Whole or not at all (gan/files.py); with the process that wrote it, so that a sweep started
+    again can tell a `running` job whose process is gone (gan/processes.py)."""
+    status = {"process": identity(), **status}  # `process=` given: a status written on a job's behalf
+    write_text(Path(run_dir) / STATUS_FILE, json.dumps(_standard(status), indent=1, default=str, allow_nan=False) + "\n")
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any]:
-    """The run's status, or {} when it never wrote one; "NaN" and "Infinity" read back as numbers."""
+    """The run's status, or {} when it never wrote one; "NaN" and "Infinity" read back as numbers.
+    A damaged file raises DamagedStatus naming it and what is wrong."""
     path = Path(run_dir) / STATUS_FILE
-    return _numbers(json.loads(path.read_text())) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        status = json.loads(path.read_bytes())
+    except (ValueError, OSError) as exc:
+        raise DamagedStatus(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(status, dict) or not isinstance(status.get("status"), str):
+        raise DamagedStatus(f"{path}: not a run's status (no `status` in it)")
+    return _numbers(status)

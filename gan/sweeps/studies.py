@@ -6,11 +6,31 @@ it again when the same command runs again; each invocation adds `n_trials` trial
 make that a continuation rather than a replay: the sampler's seed is offset by the number of
 trials already stored (`${study_seed:...}`), so its random start-up trials are new points; and
 new job folders are numbered after the stored ones (`${free_job_dir:...}` in gan/run/folders.py).
+A study whose last invocation was killed continues too: the trials it left RUNNING are resolved
+first (gan/sweeps/healing.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from gan.errors import UserError
+
+
+@contextmanager
+def readable_storage(storage: str | None) -> Iterator[None]:
+    """A study database that cannot be read (truncated, overwritten, not a database) is one
+    paragraph naming it, not SQLAlchemy's traceback."""
+    from sqlalchemy.exc import DatabaseError
+
+    try:
+        yield
+    except DatabaseError as exc:
+        why = str(getattr(exc, "orig", exc) or exc).splitlines()[0][:200]
+        raise UserError(f"hydra.sweeper.storage={storage}: the study's database cannot be read ({why}). Move it aside "
+                        f"to start the study afresh (its job folders stay for gan.report), or restore it.") from None
 
 
 def stored_trials(storage: str, study_name: str) -> int:
@@ -18,10 +38,13 @@ def stored_trials(storage: str, study_name: str) -> int:
     if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
         return 0  # opening it would create it
     import optuna
+    from sqlalchemy.exc import DatabaseError
 
     try:
         return len(optuna.load_study(study_name=study_name, storage=storage).trials)
     except KeyError:  # no study of that name in this storage
+        return 0
+    except DatabaseError:  # unreadable: the sweeper refuses it in one paragraph when it opens the study
         return 0
 
 

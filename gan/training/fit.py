@@ -20,12 +20,13 @@ from gan.metrics import available
 from gan.module import GAN, LOGGED_METRICS
 from gan.run.checkpoints.files import load_checkpoint, resolve_checkpoint
 from gan.run.checkpoints.resume import check_resume
-from gan.run.checkpoints.saving import CheckpointContents
+from gan.run.checkpoints.saving import CheckpointContents, WholeCheckpoints
 from gan.run.hparams import log_run_config
 from gan.run.ranks import process_rank
 from gan.run.signals import StopOnSignal
 from gan.sweeps.pruning import prune_trial_callback
 from gan.training.schema import validate
+from gan.training.sizing import check_before_building
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     if cfg.model.conditional and datamodule.num_classes is None:
         raise UserError("model.conditional=true needs class labels, and this data has none (data.labels=none): use "
                         "data.labels=folders with one sub-folder per class, or model.conditional=false.")
+    check_before_building(cfg)  # a batch BatchNorm cannot use, a model larger than memory: refused before it is built
     module = GAN.from_config(cfg)
     if checkpoint is not None:
         check_resume(cfg, checkpoint, saved, module, ckpt_path)
@@ -136,7 +138,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
                 callback.prepare(datamodule)
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)  # else Lightning adds its own
     trainer: pl.Trainer = build(cfg, "trainer", logger=loggers or False, callbacks=callbacks,
-                                enable_checkpointing=checkpointing, plugins=cluster_plugins() or None)
+                                enable_checkpointing=checkpointing, plugins=[*cluster_plugins(), WholeCheckpoints()])
     if process_rank() == 0:  # the others' loggers write nothing either
         log_run_config(loggers, cfg)
 

@@ -20,8 +20,9 @@ from omegaconf import DictConfig
 from gan.config.hydra_runtime import in_sweep
 from gan.engine.distributed import processes_per_node
 from gan.errors import UserError
+from gan.files import WriteFailed
 from gan.run.checkpoints.resume import continue_after_requeue
-from gan.run.ranks import process_rank, slurm_job
+from gan.run.ranks import die_with_starter, process_rank, slurm_job, start_others_tied
 from gan.run.signals import STOP, requeue_after
 from gan.run.status import write_status
 from gan.run.threads import auto_threads, registered
@@ -46,6 +47,7 @@ def run(cfg: DictConfig) -> float | None:
     callback such as the health monitor, diverged, failed, interrupted) written before and after.
     A signal ends the job as gan/run/signals.py says: `interrupted` and exit code 128 + its number."""
     continue_after_requeue(cfg)
+    die_with_starter()
     if process_rank() > 0:  # another process of a run that rank zero records and reports
         for name in ("", "pytorch_lightning", "lightning_fabric"):  # Lightning's loggers have their own level
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -59,6 +61,7 @@ def run(cfg: DictConfig) -> float | None:
             requeue_after(STOP.signum, process_rank())
             raise SystemExit(128 + STOP.signum)
         return None
+    start_others_tied()
     with registered():
         return _run(cfg)
 
@@ -103,8 +106,11 @@ def _run(cfg: DictConfig) -> float | None:
 def failed(cfg: DictConfig, common: dict, exc: Exception) -> float:
     """A single run raises; a job of a sweep returns `failed_objective`, so the sweep goes on."""
     sweep = in_sweep()
-    write_status(cfg.run_dir, status="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}",
-                 objective=cfg.failed_objective if sweep else None, **common)
+    try:
+        write_status(cfg.run_dir, status="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}",
+                     objective=cfg.failed_objective if sweep else None, **common)
+    except WriteFailed as also:  # the disk that failed the run refuses status.json too: the run's error is the news
+        log.error("status.json not updated: %s", also)
     if not sweep:
         raise exc
     log.error("This job failed; the sweep goes on with objective %s.\n%s", cfg.failed_objective, traceback.format_exc())

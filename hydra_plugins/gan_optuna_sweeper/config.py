@@ -19,6 +19,7 @@ class OptunaSweeperConf:
     n_trials: int = 20  # trials each invocation adds
     n_jobs: int = 1  # trials asked for (and launched) at a time
     max_failure_rate: float = 1.0  # stop the sweep when a batch fails more often than this
+    retries: int = 0  # times a trial left RUNNING by a killed sweep is run again (among the n_trials) when the sweep restarts
     params: Optional[dict[str, str]] = None  # the search space, in Hydra's sweep syntax
     trial: Optional[int] = None  # set by the sweeper for each job: the Optuna trial id it reports to
 

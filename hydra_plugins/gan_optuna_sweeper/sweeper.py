@@ -5,6 +5,8 @@ basic, joblib, SLURM), and told back with the state the job's own status.json re
 `completed`/`stopped` with the objective, `pruned` as PRUNED, `failed`/`diverged` (or no
 status) as FAIL. Each job gets `hydra.sweeper.trial=<id>`, so it can report its intermediate
 objective to its trial through the study's storage and be pruned there (gan/sweeps/pruning.py).
+Each trial records the sweeper's process, so that a sweep started again after a kill resolves the
+trials its dead predecessor left RUNNING, and can retry them (`retries`, gan/sweeps/healing.py).
 """
 
 from __future__ import annotations
@@ -78,10 +80,13 @@ def search_space(arguments: list[str]) -> tuple[dict[str, BaseDistribution], dic
 def job_state(ret: JobReturn) -> tuple[TrialState, list[float] | None, str]:
     """What a finished job was, read from the status.json it wrote (gan/run/status.py): the trial's
     state, its values, and a word for the log."""
-    from gan.run.status import read_status
+    from gan.run.status import DamagedStatus, read_status
 
     folder = Path(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else None
-    status = (read_status(folder) or {}).get("status") if folder is not None else None
+    try:
+        status = (read_status(folder) or {}).get("status") if folder is not None else None
+    except DamagedStatus as exc:  # a FAIL of this trial, not the end of the sweep
+        return TrialState.FAIL, None, str(exc)
     if status == "pruned":
         return TrialState.PRUNED, None, f"stopped by the pruner, status.json in {folder}"
     if status not in ("completed", "stopped"):
@@ -98,7 +103,8 @@ def job_state(ret: JobReturn) -> tuple[TrialState, list[float] | None, str]:
 
 class OptunaSweeper(Sweeper):
     def __init__(self, sampler: Any, pruner: Any, direction: Any, storage: str | None, study_name: str | None,
-                 n_trials: int, n_jobs: int, max_failure_rate: float, params: DictConfig | None, trial: int | None = None):
+                 n_trials: int, n_jobs: int, max_failure_rate: float, params: DictConfig | None, trial: int | None = None,
+                 retries: int = 0):
         from gan.sweeps.pruning import make_pruner
 
         self.sampler, self.pruner = sampler, make_pruner(pruner)
@@ -107,6 +113,7 @@ class OptunaSweeper(Sweeper):
         self.storage, self.study_name = storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.params = dict(params or {})
+        self.retries = retries
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -115,11 +122,16 @@ class OptunaSweeper(Sweeper):
         self.job_idx = 0
 
     def study(self) -> optuna.Study:
-        return optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=self.sampler,
-                                   pruner=self.pruner if len(self.directions) == 1 else None,
-                                   directions=[str(d) for d in self.directions], load_if_exists=True)
+        from gan.sweeps.studies import readable_storage
+
+        with readable_storage(self.storage):
+            return optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=self.sampler,
+                                       pruner=self.pruner if len(self.directions) == 1 else None,
+                                       directions=[str(d) for d in self.directions], load_if_exists=True)
 
     def sweep(self, arguments: list[str]) -> None:
+        from gan.sweeps.healing import heal, record_sweeper, tell
+
         space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         if isinstance(self.sampler, functools.partial):  # GridSampler (`_partial_: true`): its grid is the search space
             points = {name: grid_values(name, d) for name, d in space.items()}
@@ -129,10 +141,11 @@ class OptunaSweeper(Sweeper):
         log.info("Study %s in %s: %d trials stored; sampler %s, pruner %s, directions %s", study.study_name,
                  self.storage, len(study.trials), type(self.sampler).__name__, type(self.pruner).__name__,
                  [str(d) for d in self.directions])
+        heal(study, Path(self.config.hydra.sweep.dir), self.retries)
         to_go = self.n_trials
         while to_go > 0:
             batch = min(self.n_jobs, to_go)
-            trials = [study.ask(space) for _ in range(batch)]
+            trials = [record_sweeper(study, study.ask(space)) for _ in range(batch)]  # each as soon as it is asked
             overrides = [tuple(f"{k}={v}" for k, v in {**trial.params, **fixed}.items())
                          + (f"hydra.sweeper.trial={trial._trial_id}",) for trial in trials]
             returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
@@ -140,11 +153,7 @@ class OptunaSweeper(Sweeper):
             failures = 0
             for trial, ret in zip(trials, returns):
                 state, values, what = job_state(ret)
-                try:
-                    study.tell(trial, values=values, state=state)
-                except RuntimeError as exc:  # GridSampler stops the study at its last point; the trial is stored
-                    if "Study.stop" not in str(exc):
-                        raise
+                tell(study, trial, values, state)
                 failures += state == TrialState.FAIL
                 if state != TrialState.COMPLETE:
                     log.warning("Trial %d: %s (%s)", trial.number, state.name, what)
@@ -165,4 +174,6 @@ class OptunaSweeper(Sweeper):
         elif done:
             results["solutions"] = [{"params": t.params, "values": t.values} for t in study.best_trials]
             log.info("Pareto front: %d trials", len(study.best_trials))
-        OmegaConf.save(OmegaConf.create(results), Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
+        from gan.files import write_text
+
+        write_text(Path(self.config.hydra.sweep.dir) / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))

@@ -135,7 +135,8 @@ def test_a_sweep_of_ddp_jobs_on_a_launcher_that_cannot_start_their_processes_is_
 def test_two_processes_needing_the_feature_classifier_train_it_once(tmp_path):
     """The classifier cache is locked while a process trains or loads: a second process waits,
     then loads what the first saved instead of training its own."""
-    from gan.metrics.extractor import Classifier, Recipe, cache_key, locked, save_atomically
+    from gan.cache import locked, store
+    from gan.metrics.extractor import Classifier, Recipe, cache_key
 
     path = tmp_path / f"{cache_key('Tiny', (1, 28, 28), 10, Recipe(epochs=1))}.pt"
     code = ("import sys, torch; from gan.metrics.extractor import load_or_train, Recipe; "
@@ -147,7 +148,7 @@ def test_two_processes_needing_the_feature_classifier_train_it_once(tmp_path):
                                  text=True)
         with pytest.raises(subprocess.TimeoutExpired):
             other.wait(timeout=8)  # blocked on the lock (it would have trained and finished well within this)
-        save_atomically({"state_dict": Classifier((1, 28, 28), 10).state_dict(), "test_accuracy": 0.123}, path)
+        store({"state_dict": Classifier((1, 28, 28), 10).state_dict(), "test_accuracy": 0.123}, path)
     out, err = other.communicate(timeout=60)
     assert other.returncode == 0, err[-2000:]
     assert "accuracy 0.123" in out and "Training the Tiny" not in err  # loaded what the first process saved
@@ -245,3 +246,25 @@ def test_two_processes_evaluate_once_and_agree_on_the_scores(mnist_classifier, t
     fids = [e.step for e in events(run).Scalars("metrics/fid")]
     assert fids == [10, 20] and (run / "checkpoints" / "best_fid.ckpt").exists()
     assert json.loads((run / "status.json").read_text())["metrics"]["metrics/fid"] > 0
+
+
+@pytest.mark.slow
+def test_the_processes_lightning_starts_die_with_a_killed_rank_zero(tmp_path):
+    """SIGKILL of rank zero mid-run: the process Lightning's launcher started would wait in a
+    collective until the process group's timeout; it dies with rank zero instead."""
+    import time
+
+    from tests.helpers import children, killed_with_survivors
+
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV and not k.startswith("SLURM_")}
+    env.update(GAN_DATA_DIR=DATA_ROOT, MASTER_PORT=str(free_port()))
+    folder = tmp_path / "run"
+    rank0 = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *SHORT, "trainer.devices=2", "trainer.max_steps=100000",
+                              f"hydra.run.dir={folder}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while not (folder / "checkpoints" / "step_000010.ckpt").exists():  # both processes are training
+        assert time.monotonic() < deadline and rank0.poll() is None, "the run never started training"
+        time.sleep(0.2)
+    assert children(rank0.pid)
+    assert not killed_with_survivors(rank0), "a process of the run outlived its rank zero"

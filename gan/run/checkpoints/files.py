@@ -3,6 +3,7 @@ only, and rebuilding its generator from what the project defines (gan/config/unt
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 from pathlib import Path
@@ -14,26 +15,44 @@ from torch import nn
 from gan.config.untrusted import CONF, FileConfig, file_config, rebuild, shown
 from gan.errors import UserError
 
+log = logging.getLogger(__name__)
+SKIPPED: set[Path] = set()
 SAFE_TORCH = (2, 10)  # torch's weights_only loader had code-execution holes before (GHSA-53q9-r3pm-6pq6, GHSA-63cw-57p8-fm3p)
 
 
 def resolve_checkpoint(path: str | None, name: str = "last.ckpt") -> str | None:
     """A checkpoint file, or a run folder: its checkpoints/<name>, where "last.ckpt" means the
-    newest clean state (last.ckpt, or a step_NNNNNN.ckpt past it). on_exception.ckpt, which may
-    fall mid-iteration, is only used when named."""
+    newest clean state that reads (last.ckpt, or a step_NNNNNN.ckpt past it), each file opened
+    to see which iteration it holds, not guessed from its name; one that does not read is
+    skipped with a log line. on_exception.ckpt, which may fall mid-iteration, is only used when named."""
     if path is None:
         return None
     p = Path(path).expanduser()
-    if p.is_dir():
-        folder, p = p / "checkpoints", p / "checkpoints" / name
-        if name == "last.ckpt":
-            steps = {f: int(f.stem.removeprefix("step_")) for f in folder.glob("step_*.ckpt") if f.stem[5:].isdigit()}
-            if p.is_file():
-                steps[p] = saved_step(p)
-            p = max(steps, key=lambda f: (steps[f], f.name == name), default=p)  # last.ckpt on a tie
+    if p.is_dir() and name == "last.ckpt":
+        found = readable_checkpoints(p / "checkpoints")
+        if found:
+            return str(found[0][0])
+        p = p / "checkpoints" / name
+    elif p.is_dir():
+        p = p / "checkpoints" / name
     if not p.is_file():
         raise UserError(f"{path}: no checkpoint there (give a .ckpt file or a run folder holding checkpoints/{name}).")
     return str(p)
+
+
+def readable_checkpoints(folder: Path) -> list[tuple[Path, int]]:
+    """(file, iteration) of a checkpoints folder's clean states that read (last.ckpt and
+    step_NNNNNN.ckpt), newest first, last.ckpt first on a tie."""
+    found = []
+    for f in sorted(folder.glob("step_*.ckpt")) + [folder / "last.ckpt"]:
+        if f.is_file():
+            step = saved_step(f)
+            if step < 0 and f not in SKIPPED:
+                SKIPPED.add(f)  # said once, though the config check and the run both look
+                log.warning("Skipping %s: it does not read as a checkpoint (cut short or damaged).", f)
+            elif step >= 0:
+                found.append((f, step))
+    return sorted(found, key=lambda item: (item[1], item[0].name == "last.ckpt"), reverse=True)
 
 
 def saved_step(path: Path) -> int:

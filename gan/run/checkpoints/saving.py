@@ -1,11 +1,37 @@
-"""What a checkpoint holds besides Lightning's own state, and the checkpoint written at a crash."""
+"""What a checkpoint holds besides Lightning's own state, how every checkpoint is written, and
+the checkpoint written at a crash."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import Any
+
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from gan.engine.lightning_adapter import finite_weights
+from gan.files import WriteFailed, save_torch
+from gan.run.checkpoints.files import readable_checkpoints
+
+log = logging.getLogger(__name__)
+
+
+class WholeCheckpoints(TorchCheckpointIO):
+    """Every checkpoint through gan/files.py: whole or not at all, the previous one untouched by a
+    write that fails. Lightning's own writer finishes through a temporary file in the system's
+    temporary folder, which becomes a copy, overwriting last.ckpt in place, wherever that is
+    another file system (a cluster's scratch disk). A URL (s3://...) is left to Lightning."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        try:
+            save_torch(checkpoint, path)
+        except WriteFailed as exc:
+            kept = ", ".join(f"{p.name} (iteration {step})" for p, step in readable_checkpoints(Path(path).parent))
+            raise exc.keeping(f"the run keeps {kept or 'no checkpoint'} in {Path(path).parent}") from None
 
 
 class CheckpointContents(pl.Callback):
@@ -44,4 +70,7 @@ class ExceptionCheckpoint(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # A run that never trained has nothing to save, and NaN weights are no state to resume from.
         if trainer.global_step > 0 and finite_weights(pl_module):
-            trainer.save_checkpoint(self.path)
+            try:
+                trainer.save_checkpoint(self.path)
+            except Exception as failed:  # the run's own error is the one to report (a full disk fails here too)
+                log.error("%s not written: %s", Path(self.path).name, failed)
