@@ -36,6 +36,7 @@ from gan.config.untrusted import lookup, read_yaml, shown
 from gan.errors import UserError
 from gan.files import write_atomically, write_text
 from gan.metrics import BETTER, METRICS
+from gan.run.folders import job_order
 from gan.run.status import STATUS_FILE, DamagedStatus, read_status
 
 CURVE_JOBS = 5  # best jobs drawn in curves.png
@@ -255,8 +256,7 @@ def find_jobs(sweep: Path) -> list[Job]:
     if not folders:
         raise UserError(f"{sweep}: no sweep jobs there (a job folder, directly in the sweep's, holds .hydra/, "
                         f"status.json, checkpoints/ or TensorBoard events; give the sweep's folder).")
-    order = lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)  # 0, 1, ..., 10, then names
-    return with_sweep_metric([read_job(f) for f in sorted(folders, key=order)])
+    return with_sweep_metric([read_job(f) for f in sorted(folders, key=job_order)])
 
 
 def with_sweep_metric(jobs: list[Job]) -> list[Job]:

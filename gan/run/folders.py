@@ -76,6 +76,11 @@ def sweep_dir(study: str | None, fresh: str) -> str:
     return f"outputs/optuna/{study}" if study else unique_dir(fresh)
 
 
+def job_order(folder: Path) -> tuple[bool, int, str]:
+    """Sort key of a sweep's job folders as they were numbered: 0, 1, ..., 10, then other names."""
+    return not folder.name.isdigit(), int(folder.name) if folder.name.isdigit() else 0, folder.name
+
+
 def free_job_dir(sweep_dir: str, job_num: int) -> str:
     """A job's sub-folder: its number, or the next free one when an earlier invocation of the
     same study already used it (claimed with an atomic mkdir, so parallel jobs never share)."""

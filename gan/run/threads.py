@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gan.config.hydra_runtime import launcher
+from gan.processes import HOST, running
 
 REGISTRY = Path(tempfile.gettempdir()) / f"gan-runs-{os.getuid()}"
 
@@ -43,13 +44,10 @@ def live_runs() -> int:
     """Registered runs whose process is alive (a killed run's entry is removed here)."""
     alive = 0
     for entry in REGISTRY.glob("[0-9]*"):
-        try:
-            os.kill(int(entry.name), 0)
+        if running({"host": HOST, "pid": int(entry.name)}):
             alive += 1
-        except ProcessLookupError:
+        else:
             entry.unlink(missing_ok=True)
-        except PermissionError:  # alive, another user's
-            alive += 1
     return alive
 
 

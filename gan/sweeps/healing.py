@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from gan.config.untrusted import read_yaml
 from gan.errors import UserError
 from gan.processes import identity, running
+from gan.run.folders import job_order
 from gan.run.status import DamagedStatus, read_status, write_status
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,8 @@ def trial_id_of(folder: Path) -> int | None:
 
 def job_folders(sweep_dir: Path) -> dict[int, list[Path]]:
     """Trial id -> the job folders of the sweep that ran for it, in the order they were numbered."""
-    order = lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)  # 0, 1, ..., 10, then names
     found: dict[int, list[Path]] = {}
-    for folder in sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=order) if sweep_dir.is_dir() else []:
+    for folder in sorted((p for p in sweep_dir.iterdir() if p.is_dir()), key=job_order) if sweep_dir.is_dir() else []:
         trial_id = trial_id_of(folder)
         if trial_id is not None:
             found.setdefault(trial_id, []).append(folder)
