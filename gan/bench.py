@@ -3,6 +3,8 @@
     python -m gan.bench [device=cpu|cuda] [models=seed,dcgan] [block=N] [rounds=R] [overrides=[KEY=VALUE,...]]
     python -m gan.bench mode=train [overrides=[...]]   # the whole `python train.py ...`, start-up included
     python -m gan.bench mode=writes [rounds=R]         # a checkpoint written whole vs by Lightning; cache checks
+    python -m gan.bench mode=augment [models=...] [rounds=R]  # what augmenting D's images costs per iteration
+    python -m gan.bench mode=data_efficiency [models=...] [sweeps=[...]]  # FID on MNIST subsets, by augmentation
 
 For each model (the seed MLP, the DCGAN recipe) one runner fit cycles through blocks of
 iterations, in one process, so that a machine whose speed drifts (a shared VM) affects all
@@ -39,13 +41,16 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
+from gan.augment import ADA, DiffAugment, NoAugment
 from gan.config import CONF
 from gan.config.cli import run
+from gan.config.untrusted import read_yaml
 from gan.data import to_unit
 from gan.engine.lightning_adapter import skip_graph_capture_check
 from gan.errors import UserError
 from gan.module import GAN
 from gan.processes import die_with_parent
+from gan.run.status import read_status
 from gan.training import resolvers
 from gan.training.fit import fit
 
@@ -145,6 +150,110 @@ class Interleaved(pl.Callback):
         Interleaved.result["replays"] = getattr(self.fast[1], "replays", 0)
 
 
+class AugmentBlocks(pl.Callback):
+    """mode=augment: one fit whose blocks of iterations cycle through D seeing the images as they
+    are, through DiffAugment (all three transforms) and through ADA (the bgc pipeline at a fixed
+    p = 0.5; its cost does not depend on p), after one warm-up block. Each block's rate is kept."""
+
+    KINDS = ("none", "diffaug", "ada")
+    result: dict[str, list[float]] = {}
+
+    def __init__(self, block: int):
+        self.every_n_steps, self.start = block, None
+        self.augments = {"none": NoAugment(), "diffaug": DiffAugment(), "ada": ADA(p=0.5, target=None)}
+        AugmentBlocks.result = {k: [] for k in self.KINDS}
+
+    def kind(self, step: int) -> str:
+        b = step // self.every_n_steps
+        return self.KINDS[(b - 1) % 3] if b else "none"
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, *args) -> None:
+        step, device, block = trainer.global_step, pl_module.device, self.every_n_steps
+        if step % block:
+            return
+        if step > block:  # a timed block ends (the first one warmed up)
+            AugmentBlocks.result[self.kind(step - 1)].append(block / (sync(device) - self.start))
+        pl_module.augment = self.augments[self.kind(step)].to(device)
+        pl_module.execution.draws.use(pl_module.augment)
+        self.start = sync(device)
+
+
+def augment_cost(args: Args) -> None:
+    """Each model's rate with D's images as they are, through DiffAugment and through ADA, and
+    the augmentation's share of an augmented iteration's time (paired by round: mean ± std)."""
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}")
+    bench_module = importlib.import_module("gan.bench")
+    for model in args.models.split(","):
+        block = args.block or (500 if device == "cuda" else (100 if model == "seed" else 10))
+        with tempfile.TemporaryDirectory() as run_dir:
+            fit(config(model, device, f"trainer.max_steps={block * (1 + 3 * args.rounds)}", "~callbacks.checkpoint",
+                       "~callbacks.last", "sample_every=1000000", "callbacks.progress_bar.refresh_rate=0",
+                       "gan.cuda_graph=false", "+callbacks.bench._target_=gan.bench.AugmentBlocks",
+                       f"+callbacks.bench.block={block}", *args.overrides, run_dir=run_dir))
+        rates = bench_module.AugmentBlocks.result
+        print(f"\n{model}: {args.rounds} rounds of {block}-iteration blocks (none, diffaug, ada), one fit")
+        for kind in AugmentBlocks.KINDS:
+            line = f"  {kind:8s} {statistics.mean(rates[kind]):8.1f} ± {statistics.stdev(rates[kind]):5.1f} it/s"
+            if kind != "none":
+                shares = [1 - r / n for r, n in zip(rates[kind], rates["none"])]
+                line += f"   augmentation's share of the iteration: {100 * statistics.mean(shares):5.1f} ± " \
+                        f"{100 * statistics.stdev(shares):4.1f} %"
+            print(line)
+
+
+# mode=data_efficiency: each model's recipe and its iterations (equal for every augmentation and subset).
+EFFICIENCY = {"seed": (["experiment=keras_seed"], 3000),
+              "dcgan": (["experiment=dcgan_mnist", "model.generator.width=16", "model.discriminator.width=16"], 2000)}
+SUBSETS, AUGMENTS, SEEDS = ("1000", "5000", "null"), ("none", "diffaug", "ada"), "1,2,3"
+
+
+def data_efficiency(args: Args) -> None:
+    """Each model trained on MNIST subsets of 1,000 and 5,000 images and on all 60,000, with each
+    augmentation, over 3 seeds (a sweep of `python train.py -m`, 2 jobs at a time, into
+    `outputs/bench/data-efficiency-<model>/`; `sweeps=[...]` reads finished sweep folders instead),
+    then the final FID against the 10,000 test images as mean ± std over the seeds."""
+    folders = [Path(f) for f in args.sweeps]
+    if not folders:
+        for model in args.models.split(","):
+            recipe, steps = EFFICIENCY[model]
+            folder = CONF.parent / "outputs" / "bench" / f"data-efficiency-{model}"
+            done = subprocess.run([sys.executable, str(CONF.parent / "train.py"), "-m", *recipe,
+                                   f"data.subset={','.join(SUBSETS)}", f"augment={','.join(AUGMENTS)}", f"seed={SEEDS}",
+                                   f"trainer.max_steps={steps}", f"eval_every={steps}", f"sample_every={steps // 4}",
+                                   f"callbacks.checkpoint.every_n_train_steps={steps}", "hydra/launcher=joblib",
+                                   "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={folder}", *args.overrides],
+                                  capture_output=True, text=True, preexec_fn=functools.partial(die_with_parent, os.getpid()))
+            if done.returncode:
+                raise UserError(f"the {model} sweep failed ({done.returncode}): {done.stderr[-3000:]}")
+            folders.append(folder)
+    runs: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for status in sorted(p for folder in folders for p in folder.glob("*/status.json")):
+        job, facts = status.parent, read_status(status.parent)
+        chosen = dict(o.split("=", 1) for o in read_yaml(job / ".hydra" / "overrides.yaml") if "=" in o)
+        if facts.get("status") != "completed" or "metrics/fid" not in facts.get("metrics", {}):
+            continue
+        recipe = (chosen.get("experiment", "the default recipe") + (" (width 16)" if "model.generator.width" in chosen else "")
+                  + f", {chosen.get('trainer.max_steps', '?')} iterations")
+        key = (recipe, chosen.get("data.subset", "null"), chosen.get("augment", "none"))
+        runs.setdefault(key, []).append((facts["metrics"]["metrics/fid"], facts["ended"] - facts["started"]))
+    for recipe in sorted({k[0] for k in runs}):
+        cells = {k[1:]: v for k, v in runs.items() if k[0] == recipe}
+        print(f"\n{recipe}: final FID (project classifier features), mean ± std over seeds (n)")
+        print("| training images | " + " | ".join(AUGMENTS) + " | minutes per run |")
+        print("|---|" + "---|" * (len(AUGMENTS) + 1))
+        for subset in SUBSETS:
+            row = []
+            for augment in AUGMENTS:
+                fids = [f for f, _ in cells.get((subset, augment), [])]
+                row.append(f"{statistics.mean(fids):.1f} ± {statistics.stdev(fids):.1f} ({len(fids)})" if len(fids) > 1
+                           else (f"{fids[0]:.1f} (1)" if fids else "—"))
+            walls = [w for a in AUGMENTS for _, w in cells.get((subset, a), [])]
+            minutes = f"{statistics.mean(walls) / 60:.1f}" if walls else "—"
+            print(f"| {'60,000' if subset == 'null' else f'{int(subset):,}'} | " + " | ".join(row) + f" | {minutes} |")
+
+
 def config(model: str, device: str, *overrides: str, run_dir: str):
     accelerator = "gpu" if device == "cuda" else "cpu"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -181,18 +290,24 @@ def gemm_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
 
 @dataclass
 class Args:
-    mode: str = "interleaved"  # interleaved: default, hand and eager blocks in one fit | train: time a whole train.py | writes
+    mode: str = "interleaved"  # interleaved: default, hand, eager blocks in one fit | train: a whole train.py | writes | augment
     device: str = "auto"  # cpu | cuda | auto (cuda when there is one)
     models: str = "seed,dcgan"  # comma-separated: seed, dcgan
     block: int = 0  # iterations per block (0: 500 on CUDA; 100 seed, 10 DCGAN on CPU)
     rounds: int = 5  # rounds of (default, hand, eager) blocks, after one warm-up block
     overrides: list[str] = field(default_factory=list)  # config overrides for every run: [data.batch_size=64,...]
+    sweeps: list[str] = field(default_factory=list)  # mode=data_efficiency: finished sweep folders to read, not run
 
 
 def bench(args: Args) -> None:
-    if args.mode not in ("interleaved", "train", "writes") or args.device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"mode={args.mode} device={args.device}: mode is interleaved, train or writes, device cpu, cuda "
+    modes = ("interleaved", "train", "writes", "augment", "data_efficiency")
+    if args.mode not in modes or args.device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"mode={args.mode} device={args.device}: mode is one of {', '.join(modes)}; device cpu, cuda "
                         f"or auto.")
+    if args.mode == "augment":
+        return augment_cost(args)
+    if args.mode == "data_efficiency":
+        return data_efficiency(args)
     if args.mode == "train":
         return train_py(args.overrides)
     if args.mode == "writes":

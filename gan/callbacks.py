@@ -16,7 +16,9 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
+from gan.augment import NoAugment
 from gan.config.constraints import Fraction, NonNegInt, PosInt
+from gan.data import to_unit
 from gan.files import save_image
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,9 @@ class SampleGrid(pl.Callback):
     `<dirpath>/<step, 6 digits>.png` (enlarged, with the iteration written on it).
     A conditional generator gets one row per class instead (the first 10), `nrow` samples wide,
     the same noise down each column. Large images get fewer columns (`grid_columns`). The EMA
-    generator draws it when the run keeps one.
+    generator draws it when the run keeps one. The grids are never augmented; a run that
+    augments what D sees also gets TensorBoard image `reals_seen` at the start and with each
+    grid: the first training images as D sees them then (with ADA, at that moment's p).
 
     The noise comes from its own generator seeded by `seed` (so it does not shift the
     training noise) and is saved in checkpoints, so a resumed run keeps drawing the same grid.
@@ -79,6 +83,9 @@ class SampleGrid(pl.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.noise = state_dict["noise"]
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write_seen(trainer, pl_module)
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         if trainer.global_step % self.every_n_steps == 0:
             self.write(trainer, pl_module)
@@ -98,7 +105,21 @@ class SampleGrid(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, step)
+        self.write_seen(trainer, pl_module)
         self._last_written = step
+
+    @torch.no_grad()
+    def write_seen(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """TensorBoard image `reals_seen`: the first training images through the run's augmentation."""
+        boards = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        if isinstance(pl_module.augment, NoAugment) or not boards:
+            return
+        reals = to_unit(torch.as_tensor(trainer.datamodule.images[: self.nrow**2]).to(pl_module.device))
+        rng = torch.Generator(device=pl_module.device).manual_seed(self.seed + trainer.global_step)
+        seen = pl_module.augment.show(reals, rng)
+        grid = make_grid(seen.float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
+        for board in boards:
+            board.experiment.add_image("reals_seen", grid, trainer.global_step)
 
 
 class HealthMonitor(pl.Callback):

@@ -7,11 +7,14 @@ Defaults follow the Keras reference example (`gan/gan.py` of Keras-GAN), step by
   2. G step: fresh noise through G (training mode) and a frozen D, target label 1
      (non-saturating loss). Only G's optimizer steps.
   3. With `ema_decay`, the moving average of G's weights takes one step.
-The objective is the `loss` object's (gan/losses.py; the Keras example's is NonSaturating). Conditional
+The objective is the `loss` object's (gan/losses.py; the Keras example's is NonSaturating). D sees
+every image through `augment` (gan/augment/: the identity unless the run augments for small data):
+the reals and fakes of its own steps and G's fakes, gradients flowing through to G. Conditional
 runs feed the real batch's labels to D with the reals and with the fakes made for it; G's own
 step draws its labels uniformly. Everything random in iteration t (the noise, G's labels, the
-gradient penalty's mixing weights) is drawn before it from (seed, t) for the global batch
-(gan/engine/draws.py), like the real batch (gan/data/batches.py): with several processes each keeps its slice.
+gradient penalty's mixing weights, the augmentation's draws) is drawn before it from (seed, t)
+for the global batch (gan/engine/draws.py), like the real batch (gan/data/batches.py): with
+several processes each keeps its slice.
 `trainer.global_step` counts GAN iterations, so `max_steps`, logging, sampling and checkpoint
 intervals all count them; one training step runs a chunk of iterations that ends on the next
 such event (gan/engine/chunks.py), which is the same as running them one step each, bit for bit.
@@ -19,6 +22,7 @@ such event (gan/engine/chunks.py), which is the same as running them one step ea
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Literal
@@ -30,12 +34,15 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from gan.augment import Augment, NoAugment
 from gan.config.building import build, network_optimizer
 from gan.config.constraints import OpenFraction, PosInt
 from gan.data import Chunk, to_unit
 from gan.engine.draws import Draws
 from gan.engine.execution import Execution
 from gan.losses import Loss, NonSaturating, gradient_penalty, r1_penalty
+
+log = logging.getLogger(__name__)
 
 D_UPDATES = ("two_steps", "joint")
 FAKES_MODES = ("eval", "train")
@@ -88,13 +95,15 @@ class GAN(pl.LightningModule):
         ema_decay: OpenFraction | None = None,
         n_critic: PosInt = 1,
         cuda_graph: bool = True,
+        augment: Augment | None = None,
     ):
         """The update rule's parameters are the `gan` config node (`gan.d_update`, ...);
-        `cuda_graph` is how it may execute (gan/engine/execution.py)."""
+        `cuda_graph` is how it may execute (gan/engine/execution.py); `augment`: what D sees (the `augment` group)."""
         super().__init__()
         if d_update not in D_UPDATES or fakes_mode not in FAKES_MODES:
             raise ValueError(f"d_update must be one of {D_UPDATES}, fakes_mode one of {FAKES_MODES}")
         self.loss = loss or NonSaturating()
+        self.augment = augment or NoAugment()
         self.automatic_optimization = False
         self.generator, self.discriminator = generator, discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
@@ -118,6 +127,7 @@ class GAN(pl.LightningModule):
             g_optimizer=network_optimizer(cfg.optimizer, "generator"),
             d_optimizer=network_optimizer(cfg.optimizer, "discriminator"),
             loss=build(cfg, "loss"),
+            augment=build(cfg, "augment") if cfg.get("augment") else None,  # (configs older than the group have none)
             **cfg.gan,
         )
 
@@ -141,6 +151,8 @@ class GAN(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self.execution.start(self)
+        if not isinstance(self.augment, NoAugment):
+            log.info("D sees every image augmented: %s.", self.augment.describe(self.generator.out_shape[0]))
 
     def training_step(self, chunk: Chunk) -> None:
         """Runs the chunk's GAN iterations (gan/engine/chunks.py plans them), each exactly as a
@@ -157,11 +169,14 @@ class GAN(pl.LightningModule):
         assert len(reals) == self.n_critic, f"{len(reals)} real batches for n_critic={self.n_critic}"
         g_opt, d_opt = self.optimizers()
         reals = to_unit(reals) if reals.dtype == torch.uint8 else reals  # the datasets' pixels, scaled to [-1, 1] here
+        seen_reals = []
         for i, (real, y) in enumerate(zip(reals.to(self.dtype), labels)):  # float32 images; `*-true` casts the nets
             mix = None if draws.mix is None else draws.mix[i]
             real_logits, fake_logits, penalties = self.discriminator_step(
-                real, y if self.num_classes else None, d_opt, draws.d_noise[i].to(self.dtype), mix)
-        g_loss = self.generator_step(draws.g_noise.to(self.dtype), draws.g_labels, g_opt)
+                real, y if self.num_classes else None, d_opt, draws.d_noise[i].to(self.dtype), mix, draws.d_seen(i))
+            seen_reals.append(real_logits)
+        self.augment.adapt(seen_reals)
+        g_loss = self.generator_step(draws.g_noise.to(self.dtype), draws.g_labels, g_opt, draws.g_seen)
         if self.generator_ema is not None:
             self.update_ema()
         return real_logits, fake_logits, g_loss, penalties
@@ -180,47 +195,53 @@ class GAN(pl.LightningModule):
         self.log_dict({
             **stats,
             **penalties,
+            **self.augment.scalars(),
             "train/lr_g": g_opt.param_groups[0]["lr"],
             "train/lr_d": d_opt.param_groups[0]["lr"],
             "step": float(self.global_step),
         }, sync_dist=sync)
 
     def discriminator_step(self, real: torch.Tensor, labels: torch.Tensor | None, d_opt, z: torch.Tensor,
-                           mix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+                           mix: torch.Tensor | None = None, seen: tuple = (None, None),
+                           ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Returns D's logits on the real and fake batch, each as computed before the update
         that used it (what Keras's `train_on_batch` reports), and the penalties it added
-        (`loss/r1`, `loss/gp`). R1 joins the real term; the gradient penalty, which needs
-        both batches, joins the fake term or the joint loss. `z`: the fakes' noise; `mix`: the
-        penalty's mixing weights. D's own forward passes go through its process replica."""
+        (`loss/r1`, `loss/gp`). R1 joins the real term, taken on the reals before augmentation
+        (as ADA takes it); the gradient penalty, which needs both batches, joins the fake term
+        or the joint loss, on the pair as D saw it. `z`: the fakes' noise; `mix`: the penalty's
+        mixing weights; `seen`: the augmentation draws of the reals and of the fakes. D's own
+        forward passes go through its process replica."""
         fake = self.sample(z, labels, training=self.fakes_mode == "train")
         _, discriminator = self.execution.networks(self)
         penalties: dict[str, torch.Tensor] = {}
         if self.loss.r1_gamma:
             real = real.detach().requires_grad_(True)
-        real_logits = discriminator(real, labels)
+        real_seen, fake_seen = self.augment(real, seen[0]), self.augment(fake, seen[1])
+        real_logits = discriminator(real_seen, labels)
         real_loss = self.loss.d_real(real_logits)
         if self.loss.r1_gamma:
             penalties["loss/r1"] = r1_penalty(real_logits, real)
             real_loss = real_loss + self.loss.r1_gamma / 2 * penalties["loss/r1"]
         if self.d_update == "two_steps":
             self.step(d_opt, real_loss)
-            fake_logits = discriminator(fake, labels)
+            fake_logits = discriminator(fake_seen, labels)
             loss = self.loss.d_fake(fake_logits)
         else:
-            fake_logits = discriminator(fake, labels)
+            fake_logits = discriminator(fake_seen, labels)
             loss = real_loss + self.loss.d_fake(fake_logits)
         if self.loss.gp_weight:
-            penalties["loss/gp"] = gradient_penalty(self.discriminator, real, fake, labels, mix)
+            penalties["loss/gp"] = gradient_penalty(self.discriminator, real_seen, fake_seen, labels, mix)
             loss = loss + self.loss.gp_weight * penalties["loss/gp"]
         self.step(d_opt, loss)
         return real_logits.detach(), fake_logits.detach(), {k: v.detach() for k, v in penalties.items()}
 
-    def generator_step(self, z: torch.Tensor, labels: torch.Tensor | None, g_opt) -> torch.Tensor:
-        """G's step on noise `z` and labels (conditional). G runs through its process replica; D is
-        the bare, frozen network: nothing of D's is reduced or stepped here."""
+    def generator_step(self, z: torch.Tensor, labels: torch.Tensor | None, g_opt, seen=None) -> torch.Tensor:
+        """G's step on noise `z` and labels (conditional), D seeing the fakes through the
+        augmentation (draws `seen`). G runs through its process replica; D is the bare, frozen
+        network: nothing of D's is reduced or stepped here."""
         generator, _ = self.execution.networks(self)
         with frozen(self.discriminator):
-            loss = self.loss.g(self.discriminator(generator(z, labels), labels))
+            loss = self.loss.g(self.discriminator(self.augment(generator(z, labels), seen), labels))
             self.step(g_opt, loss)
         return loss.detach()
 

@@ -31,16 +31,25 @@ class Chunk:
     images costs no more memory than one iteration. GAN.iteration scales them to [-1, 1]: inside
     the CUDA graph when there is one, and a quarter of the bytes cross to the GPU."""
 
-    def __init__(self, index: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, device: torch.device | None = None):
-        self.index, self.images, self.labels = index, images, labels
+    def __init__(self, index: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, device: torch.device | None = None,
+                 mirror: bool = False):
+        """`mirror`: the index runs over the images and then over their mirror images (`data.mirror`)."""
+        self.index, self.images, self.labels, self.mirror = index, images, labels, mirror
         self.device = images.device if device is None else device
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.images)
         for index in self.index:
-            yield self.images[index].to(self.device, non_blocking=True), self.labels[index].to(self.device, non_blocking=True)
+            if not self.mirror:
+                yield self.images[index].to(self.device, non_blocking=True), self.labels[index].to(self.device, non_blocking=True)
+                continue
+            flip, index = index >= n, index.remainder(n)
+            images = self.images[index]
+            images = torch.where(flip[..., None, None, None], images.flip(-1), images)
+            yield images.to(self.device, non_blocking=True), self.labels[index].to(self.device, non_blocking=True)
 
 
 class StepBatches:
@@ -111,13 +120,21 @@ def fits_on_device(nbytes: int, device: torch.device) -> bool:
 class ImageDataModule(pl.LightningDataModule):
     """A dataset's training images as uint8 (N, C, H, W) with their labels, and the batches of each
     GAN iteration. Subclasses say where the images come from (`split`) and what the feature
-    classifier's cache calls the dataset (`name`)."""
+    classifier's cache calls the dataset (`name`).
+
+    Every dataset takes `subset` (train on a fixed choice of that many training images, seeded by
+    `subset_seed` and not by the run's seed, so that every seed of a data-efficiency study sees
+    the same images; the metrics still score against the whole held-out split) and `mirror` (the
+    training set doubled by its horizontal mirror images, stylegan2-ada's `--mirror`: a batch
+    draws from 2N rows, the second N flipped as they are gathered)."""
 
     name: str  # the dataset, in cache keys (gan/metrics/extractor.py)
 
     def __init__(self, batch_size: int, image_shape, sampling: str, batches_per_step: int, seed: int,
-                 iterations_per_step: int | str, num_classes: int | None, labelled: bool = True):
+                 iterations_per_step: int | str, num_classes: int | None, labelled: bool = True,
+                 subset: int | None = None, subset_seed: int = 0, mirror: bool = False):
         super().__init__()
+        self.subset, self.subset_seed, self.mirror = subset, subset_seed, mirror
         self.batch_size, self.image_shape = batch_size, tuple(image_shape)
         self.sampling, self.batches_per_step = sampling, batches_per_step
         self.seed, self.iterations_per_step = seed, iterations_per_step
@@ -142,16 +159,28 @@ class ImageDataModule(pl.LightningDataModule):
         if tuple(images.shape[1:]) != self.image_shape:
             raise UserError(f"data.image_shape={list(self.image_shape)} but the {self.name} images "
                             f"are {list(images.shape[1:])}.")
+        if self.subset is not None:
+            if self.subset > len(images):
+                raise UserError(f"data.subset={self.subset} is more than the {len(images)} training images of "
+                                f"{self.name}: use at most {len(images)}, or data.subset=null for all of them.")
+            keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.subset_seed))[: self.subset]
+            keep = keep.sort().values
+            images, labels = images[keep], torch.as_tensor(labels)[keep]
         self.images, self.labels = self.hold(images), labels
+
+    @property
+    def rows(self) -> int:
+        """How many rows a batch draws from: the training images, twice with `mirror`."""
+        return len(self.images) * (2 if self.mirror else 1)
 
     def train_dataloader(self) -> StepBatches:
         trainer = self.trainer
         if trainer is None:  # outside a Trainer: one iteration per step, from the start
-            return StepBatches(len(self.images), self.batch_size, self.batches_per_step, self.sampling, self.seed)
+            return StepBatches(self.rows, self.batch_size, self.batches_per_step, self.sampling, self.seed)
         self.chunk_cap = iterations_per_step(self.iterations_per_step, trainer.strategy.root_device)
         intervals = event_intervals(trainer)
         return StepBatches(
-            len(self.images), self.batch_size, self.batches_per_step, self.sampling, self.seed,
+            self.rows, self.batch_size, self.batches_per_step, self.sampling, self.seed,
             start_step=lambda: trainer.global_step,
             chunk_length=lambda t: chunk_length(t, self.cap_at(t), intervals, trainer.max_steps),
             rank=trainer.global_rank, world=trainer.world_size,
@@ -170,4 +199,4 @@ class ImageDataModule(pl.LightningDataModule):
             self._placed = True  # decided once
             if fits_on_device(self.images.nbytes, device):
                 self.images, self.labels = self.images.to(device), self.labels.to(device)
-        return Chunk(batch.to(self.images.device, non_blocking=True), self.images, self.labels, device)
+        return Chunk(batch.to(self.images.device, non_blocking=True), self.images, self.labels, device, self.mirror)

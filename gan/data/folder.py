@@ -257,6 +257,9 @@ class FolderDataModule(ImageDataModule):
         batches_per_step: PosInt = 1,
         seed: NonNegInt = 0,
         iterations_per_step: PosInt | Literal["auto"] = 1,
+        subset: PosInt | None = None,
+        subset_seed: NonNegInt = 0,
+        mirror: bool = False,
     ):
         """`image_shape` is (channels, image_size, image_size), which the models read; `num_classes`
         (with labels=folders) is checked against the sub-folders when given."""
@@ -267,7 +270,7 @@ class FolderDataModule(ImageDataModule):
             raise UserError(f"data.image_shape={list(image_shape)} but data.channels={channels} and data.image_size="
                             f"{image_size} make {list(shape)}: set those two, not image_shape.")
         super().__init__(batch_size, shape, sampling, batches_per_step, seed, iterations_per_step, None,
-                         labelled=labels == "folders")
+                         labelled=labels == "folders", subset=subset, subset_seed=subset_seed, mirror=mirror)
         self.root = Path(root).expanduser().resolve()
         self.labels_from, self.fit, self.holdout, self.strict = labels, fit, holdout, strict
         self.in_memory, self.workers, self.promised_classes = in_memory, workers, num_classes

@@ -57,6 +57,9 @@ class TorchvisionImageDataModule(ImageDataModule):
         seed: NonNegInt = 0,
         num_classes: Count | None = None,
         iterations_per_step: PosInt | Literal["auto"] = 1,
+        subset: PosInt | None = None,
+        subset_seed: NonNegInt = 0,
+        mirror: bool = False,
     ):
         """`num_classes`: what the config promises the model (conditional networks size their
         label embeddings from it); checked against the dataset's classes. `batches_per_step`
@@ -64,7 +67,8 @@ class TorchvisionImageDataModule(ImageDataModule):
         classes = len(self.classes)
         if num_classes is not None and num_classes != classes:
             raise UserError(f"data.num_classes={num_classes} but {self.name} has {classes} classes.")
-        super().__init__(batch_size, image_shape, sampling, batches_per_step, seed, iterations_per_step, classes)
+        super().__init__(batch_size, image_shape, sampling, batches_per_step, seed, iterations_per_step, classes,
+                         subset=subset, subset_seed=subset_seed, mirror=mirror)
         self.root, self.download = Path(root).expanduser(), download
 
     @property

@@ -4,10 +4,11 @@ A seed-model iteration is a hundred-odd small kernels: launching them from Pytho
 running them. Captured once, an iteration is one graph launch. What the capture holds:
 both D steps, the G step, the optimizer steps (fused Adam with `capturable=True`, the step
 count on the device), the EMA and penalties. The inputs are the real batch (gathered by the
-index table gan/data/batches.py draws from (seed, iteration)) and the iteration's noise, labels and
-mixing weights (gan/engine/draws.py, drawn from (seed, iteration) too): before each replay they are
-copied into the graph's static buffers, so a replay computes what the eager iteration would. BatchNorm running
-statistics are updated in place by the replayed kernels, as in eager mode.
+index table gan/data/batches.py draws from (seed, iteration)) and the iteration's noise, labels,
+mixing weights and augmentation draws (gan/engine/draws.py, drawn from (seed, iteration) too):
+before each replay they are copied into the graph's static buffers, so a replay computes what the
+eager iteration would. BatchNorm running statistics and ADA's p are updated in place by the
+replayed kernels, as in eager mode.
 
 The first `warmup` iterations run eagerly on a side stream (they count as training; they
 create the optimizer state and let cuDNN pick its algorithms), then one is captured. Anything
@@ -45,6 +46,24 @@ def cuda_capture(fn: Callable[[], tuple]) -> Callable[[], tuple]:
         return outputs
 
     return replay
+
+
+def cloned(inputs):
+    """A copy of a graph's inputs (tensors, None, and tuples of them such as Draws), as its static buffers."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.clone()
+    if isinstance(inputs, tuple):
+        return type(inputs)(*map(cloned, inputs)) if hasattr(inputs, "_fields") else tuple(map(cloned, inputs))
+    return inputs
+
+
+def copy_into(static, inputs) -> None:
+    """The next iteration's inputs copied into the static buffers `cloned` made of the first ones."""
+    if isinstance(static, torch.Tensor):
+        static.copy_(inputs)
+    elif isinstance(static, tuple):
+        for buffer, value in zip(static, inputs, strict=True):
+            copy_into(buffer, value)
 
 
 def reason_not_to_capture(module, execution) -> str | None:
@@ -108,9 +127,7 @@ class GraphedIterations:
             if self.replay is None:
                 outputs = self._eager(reals, labels, draws)
             else:
-                for static, value in zip((self.static_reals, self.static_labels, *self.static_draws), (reals, labels, *draws)):
-                    if static is not None:
-                        static.copy_(value)
+                copy_into((self.static_reals, self.static_labels, self.static_draws), (reals, labels, draws))
                 outputs = self.replay()
                 self.replays += 1
             count_iteration(self.module.trainer)
@@ -130,7 +147,7 @@ class GraphedIterations:
 
     def _capture(self, reals: torch.Tensor, labels: torch.Tensor, draws) -> None:
         self.static_reals, self.static_labels = reals.clone(), labels.clone()
-        self.static_draws = type(draws)(*(None if d is None else d.clone() for d in draws))
+        self.static_draws = cloned(draws)
         self.settings = optimizer_settings(self.module)
         try:
             self.replay = self.capture(lambda: self.module.iteration(self.static_reals, self.static_labels, self.static_draws))

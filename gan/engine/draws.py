@@ -1,11 +1,12 @@
 """What is random in a GAN iteration, drawn for the global batch from (seed, iteration) alone.
 
-Iteration t's noise, G's labels and the gradient penalty's mixing weights come from a
-generator seeded by (seed, t), at the size of the global batch (`data.batch_size`); each process
-keeps its own rows, as it keeps its rows of the real batch (gan/data/batches.py draws the indices the
-same way). So a run on W processes trains on exactly the data and noise of a run on one, a
-resumed run draws what the uninterrupted run would have (whatever the number of processes or
-the iterations per step), and nothing depends on how many draws came before.
+Iteration t's noise, G's labels, the gradient penalty's mixing weights and the augmentation's
+draws for every image D sees (gan/augment/) come from generators seeded by (seed, t), at the
+size of the global batch (`data.batch_size`); each process keeps its own rows, as it keeps its
+rows of the real batch (gan/data/batches.py draws the indices the same way). So a run on W
+processes trains on exactly the data and noise of a run on one, a resumed run draws what the
+uninterrupted run would have (whatever the number of processes or the iterations per step), and
+nothing depends on how many draws came before.
 
 The draws are made before the iteration runs and handed to it, so a CUDA graph replaying the
 iteration takes them as inputs like the real batch (gan/engine/cuda_graphs.py).
@@ -18,7 +19,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from gan.augment import Augment
+
 NOISE_STREAM = 1  # (the batch indices use their own seeding, gan/data/batches.py)
+AUGMENT_STREAM = 2  # its own, so that turning augmentation on changes no other draw
 
 
 def stream_seed(seed: int, t: int, stream: int) -> int:
@@ -27,28 +31,57 @@ def stream_seed(seed: int, t: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, t, stream]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+def rows_of(draws: NamedTuple | None, views: int, rows: slice) -> list[NamedTuple | None]:
+    """Augmentation draws made for `views` consecutive global batches, split into one per view
+    and cut to this process's `rows` of each."""
+    if draws is None:
+        return [None] * views
+    split = [field.view(views, -1, *field.shape[1:])[:, rows] for field in draws]
+    return [type(draws)(*(field[v] for field in split)) for v in range(views)]
+
+
 class Draws(NamedTuple):
     """One iteration's randomness, this process's rows: z of each D step's fakes (n_critic, b,
-    latent), z and labels of the G step (b, latent), (b,), and the gradient penalty's mixing
-    weight per pair and D step (n_critic, b)."""
+    latent), z and labels of the G step (b, latent), (b,), the gradient penalty's mixing
+    weight per pair and D step (n_critic, b), and the augmentation's draws for each batch D
+    sees (the reals and the fakes of each D step, then the G step's fakes; None without one)."""
 
     d_noise: torch.Tensor
     g_noise: torch.Tensor
     g_labels: torch.Tensor | None
     mix: torch.Tensor | None
+    seen: tuple = ()
+
+    def d_seen(self, i: int) -> tuple:
+        """The augmentation draws of D step i's reals and fakes."""
+        return (self.seen[2 * i], self.seen[2 * i + 1]) if self.seen else (None, None)
+
+    @property
+    def g_seen(self):
+        """The augmentation draws of the G step's fakes."""
+        return self.seen[-1] if self.seen else None
 
 
 class IterationDraws:
     """Draws(t) for a generator network, `n_critic` D steps of the global `batch_size`, and the
-    rows of process `rank` of `world` (the batch is split in equal consecutive slices)."""
+    rows of process `rank` of `world` (the batch is split in equal consecutive slices); with an
+    `augment` (gan/augment/), its draws for images of `size` (H, W)."""
 
     def __init__(self, generator: torch.nn.Module, n_critic: int, batch_size: int, seed: int, device: torch.device,
-                 rank: int = 0, world: int = 1, penalty: bool = False):
+                 rank: int = 0, world: int = 1, penalty: bool = False, augment: Augment | None = None,
+                 size: tuple[int, int] = (0, 0)):
         assert batch_size % world == 0, "checked before training (gan/engine/distributed.py, gan/data/batches.py)"
         self.net, self.n_critic, self.batch, self.seed, self.penalty = generator, n_critic, batch_size, seed, penalty
+        self.size = tuple(size)
+        self.use(augment)
         self.rows = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
         self.rng = torch.Generator(device=device)
         self.device = device
+
+    def use(self, augment: Augment | None) -> None:
+        """Draw for `augment` from now on (gan.bench switches it between blocks)."""
+        self.augment = augment
+        self.augmenting = augment is not None and type(augment).draw is not Augment.draw  # (no seeding cost without)
 
     def __call__(self, t: int) -> Draws:
         self.rng.manual_seed(stream_seed(self.seed, t, NOISE_STREAM))
@@ -59,4 +92,9 @@ class IterationDraws:
             g_labels = torch.randint(self.net.num_classes, (batch,), generator=self.rng, device=self.device)[rows]
         g_noise = self.net.draw_noise(batch, rng=self.rng, device=self.device)[rows]
         mix = torch.rand(n_critic, batch, generator=self.rng, device=self.device)[:, rows] if self.penalty else None
-        return Draws(d_noise[:, rows], g_noise, g_labels, mix)
+        if not self.augmenting:
+            return Draws(d_noise[:, rows], g_noise, g_labels, mix)
+        self.rng.manual_seed(stream_seed(self.seed, t, AUGMENT_STREAM))
+        views = 2 * n_critic + 1
+        seen = self.augment.draw(views * batch, self.size, self.rng, self.device)
+        return Draws(d_noise[:, rows], g_noise, g_labels, mix, tuple(rows_of(seen, views, rows)))

@@ -46,7 +46,8 @@ class Execution:
         self.through_lightning = lightning_steps_reason(trainer)
         data = trainer.datamodule
         self.draws = IterationDraws(module.generator, module.n_critic, data.batch_size, data.seed, module.device,
-                                    rank=trainer.global_rank, world=trainer.world_size, penalty=bool(module.loss.gp_weight))
+                                    rank=trainer.global_rank, world=trainer.world_size, penalty=bool(module.loss.gp_weight),
+                                    augment=module.augment, size=tuple(module.generator.out_shape[-2:]))
         self.replicas = getattr(trainer.strategy, "replicas", None)
         if module.device.type == "cpu":
             for opt in module.optimizers():

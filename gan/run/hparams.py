@@ -31,7 +31,7 @@ from gan.files import write_text
 # HParams columns every run has, whatever its options; the command line's keys join them.
 HEADLINE = ("seed", "data.batch_size", "model.latent_dim", "optimizer.generator.lr", "optimizer.discriminator.lr",
             "gan.n_critic", "gan.d_update", "gan.ema_decay", "trainer.max_steps")
-GROUPS = ("data", "model", "loss", "optimizer", "experiment")
+GROUPS = ("data", "model", "loss", "augment", "optimizer", "experiment")
 DEFAULT_EXPERIMENT = "default"  # no experiment chosen: train.yaml's defaults, which compose the keras_seed recipe
 
 

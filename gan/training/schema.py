@@ -25,6 +25,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from gan.augment import problems as augment_problems
 from gan.config import HYDRA_KEYS
 from gan.config.hydra_runtime import config_folders, in_sweep, launcher
 from gan.config.run_options import RunOptions
@@ -135,7 +136,7 @@ def validate(cfg: DictConfig) -> None:
             found = [f"`{source}={value!r}`: {message}"] if source else []
             found.append(f"`{key}={value!r}`" + (f" (from ${{{source}}})" if source else "") + f": {message}")
         lines += [line for line in found if line not in lines]
-    if not lines:  # the distributed keys together, once each is valid alone
-        lines += distributed_problems(resolved, in_sweep(), launcher().get("_target_"))
+    if not lines:  # the keys that must fit together, once each is valid alone
+        lines += augment_problems(resolved) + distributed_problems(resolved, in_sweep(), launcher().get("_target_"))
     if lines:
         raise UserError(f"Invalid config: {'; '.join(lines)}. Fix the value on the command line or in conf/.")

@@ -166,6 +166,18 @@ def test_mlp_and_dcgan_train_on_a_folder_in_colour(model, size, extra, photos, t
     assert events(tmp_path).Images("samples")[-1].width > 5 * size  # the TensorBoard grid is at the dataset's size
 
 
+def test_the_small_folder_recipe_augments_what_d_sees_and_mirrors_the_folder(photos, tmp_path):
+    root, _ = photos
+    fit(make_cfg(*folder_run(root, "experiment=dcgan_small_folder", "data.image_size=32", "data.batch_size=16",
+                             "model.generator.width=16", "model.discriminator.width=16"), run_dir=tmp_path))
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 12 and checkpoint["config"]["augment"]["_target_"].endswith("DiffAugment")
+    assert checkpoint["config"]["data"]["mirror"] is True
+    assert any(k.startswith("generator_ema.") for k in checkpoint["state_dict"])
+    seen = events(tmp_path).Images("reals_seen")
+    assert [e.step for e in seen] == [0, 5, 10, 12] and seen[0].width > 5 * 32  # at the start and with every grid
+
+
 def test_resume_is_exact_and_the_memory_mapped_cache_reads_the_same_batches(photos, tmp_path):
     root, _ = photos
     run = folder_run(root, "model=dcgan", "data.image_size=32", "trainer.max_steps=12")

@@ -21,6 +21,8 @@ CONFIGURATIONS = {
     "conditional": ["experiment=cgan_mnist"],
     "wgan_gp": ["experiment=wgan_gp_mnist", *SMALL_CONV],
     "ema": ["gan.ema_decay=0.999", "gan.fakes_mode=train"],
+    "diffaug": ["experiment=dcgan_mnist", *SMALL_CONV, "augment=diffaug"],
+    "ada": ["augment=ada", "augment.kimg=5", "loss.r1_gamma=1.0"],
 }
 
 

@@ -36,6 +36,9 @@ RECIPES = {
     # on torch 2.14); at 1e-3 the two runs agree to 2e-7 after 20 iterations, so a real mismatch still shows
     "conditional": ("model.conditional=true", "optimizer.lr=1e-3"),
     "wgan_gp": ("loss=wgan_gp", "gan.n_critic=2", "optimizer.lr=1e-4"),  # the paper's lr; 1e-2 makes the critic blow up
+    # each process augments its slice with its rows of the global draws; ADA's counts are summed over the processes
+    "diffaug": ("augment=diffaug", "optimizer.lr=1e-3"),  # at 1e-2 its last-bit differences grow to 3e-5 by iteration 20
+    "ada": ("augment=ada", "augment.kimg=0.5"),
 }
 DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
                    "GROUP_RANK", "PL_GLOBAL_SEED", "OMP_NUM_THREADS")
@@ -102,6 +105,11 @@ def test_two_processes_write_one_run_folder_and_end_with_identical_replicas(runs
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_two_processes_train_what_one_trains_on_the_same_global_batch(runs, recipe):
     assert_close(state(runs[recipe, 2] / "checkpoints" / "last.ckpt"), state(runs[recipe, 1] / "checkpoints" / "last.ckpt"))
+    if recipe == "ada":  # p moved, and by the same steps on 2 processes as on 1; the counts are global, as saved
+        p = [[e.value for e in events(runs["ada", n]).Scalars("train/aug_p")] for n in (2, 1)]
+        assert p[0] == p[1] and len(set(p[0])) > 1
+        mid = [state(runs["ada", n] / "checkpoints" / "step_000010.ckpt")["augment.signs"] for n in (2, 1)]
+        assert torch.equal(mid[0], mid[1]) and mid[0][1] == 2 * 32  # iterations 9 and 10 of the global batch
 
 
 @pytest.mark.slow

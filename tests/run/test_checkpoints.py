@@ -22,7 +22,8 @@ def test_a_checkpoint_of_the_previous_layout_gives_the_same_samples_and_resumes(
     generator, config, _ = load_generator(str(WRITTEN_BEFORE))
     assert config.values["model"]["generator"]["_target_"] == "gan.networks.MLPGenerator"
     then = torch.from_numpy(np.load(WRITTEN_BEFORE.with_name("conditional_ema_f099e64_samples.npy")))
-    assert torch.equal(generate(generator, 10, 0), then)  # bit for bit
+    # bit for bit on the CPU that wrote them; MKL's kernels differ in the last bit from one CPU model to another
+    assert torch.allclose(generate(generator, 10, 0), then, rtol=0, atol=1e-6)
     model = ["model.latent_dim=8", "model.generator.hidden_dims=[16]", "model.discriminator.hidden_dims=[16]",
              "model.conditional=true", "gan.ema_decay=0.9", "seed=7"]
     metrics = fit(make_cfg(*quick(*model, "trainer.max_steps=6", f"ckpt_path={WRITTEN_BEFORE}"), run_dir=tmp_path))

@@ -22,7 +22,8 @@ EXPERIMENTS = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
 SHORT = ("trainer.max_steps=6", "sample_every=3", "callbacks.checkpoint.every_n_train_steps=3")
 
 
-@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if "fashion" not in e and "cifar" not in e])  # theirs: below
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if not any(d in e for d in ("fashion", "cifar", "folder"))])
+# (the others train on their own data: below, and in tests/data/test_folder.py)
 def test_every_experiment_trains_on_mnist(experiment, mnist_root, tmp_path):
     metrics = fit(make_cfg(f"experiment={experiment}", *quick(*SHORT), run_dir=tmp_path))
     assert all(math.isfinite(metrics[tag]) for tag in LOGGED_METRICS)

@@ -16,7 +16,8 @@ from gan.module import GAN
 from gan.training.schema import validate
 from tests.helpers import CONF, make_cfg, run_cli
 
-GROUPS = ["data", "model", "loss", "optimizer", "trainer", "logger", "callbacks", "experiment", "hparams_search", "debug"]
+GROUPS = ["data", "model", "loss", "augment", "optimizer", "trainer", "logger", "callbacks", "experiment", "hparams_search",
+          "debug"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 
 
@@ -35,6 +36,7 @@ def test_every_option_composes_validates_and_instantiates(group, option, tmp_pat
     assert g_opt.param_groups[0]["lr"] > 0 and d_opt.param_groups[0]["lr"] > 0
     loggers = [instantiate(c) for c in cfg.logger.values()]
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    assert callable(instantiate(cfg.augment))
     if group != "trainer" or option != "gpu":  # a GPU trainer needs a GPU to exist
         instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     assert datamodule.batch_size == cfg.data.batch_size
@@ -98,6 +100,18 @@ def test_shared_and_per_network_learning_rates():
         ("loss.r1_gamma=-1", "loss.r1_gamma", "greater than or equal to 0"),
         ("model=dcgan model.generator.width=0", "model.generator.width", "greater than 0"),
         ("data.num_classes=1", "data.num_classes", "greater than or equal to 2"),
+        ("augment=diffaug augment.policy=[color,zoom]", "augment.policy.1", "'color', 'translation' or 'cutout'"),
+        ("augment=ada augment.transforms=[xflip,shear]", "augment.transforms.1", "'xflip', 'rotate90'"),
+        ("augment=ada augment.p=1.5", "augment.p", "less than or equal to 1"),
+        ("augment=ada augment.p=-0.1", "augment.p", "greater than or equal to 0"),
+        ("augment=ada augment.target=2", "augment.target", "less than or equal to 1"),
+        ("augment=ada augment.kimg=0", "augment.kimg", "greater than 0"),
+        ("augment=ada augment.interval=0", "augment.interval", "greater than 0"),
+        ("augment=ada augment.scale_std=-1", "augment.scale_std", "greater than or equal to 0"),
+        ("augment=diffaug augment.brightness=-0.5", "augment.brightness", "greater than or equal to 0"),
+        ("augment=diffaug augment.cutout=1.5", "augment.cutout", "less than or equal to 1"),
+        ("data.subset=0", "data.subset", "greater than 0"),
+        ("data.mirror=sometimes", "data.mirror", "valid boolean"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override, key, hint):
@@ -105,6 +119,15 @@ def test_bad_values_name_the_key_and_what_is_allowed(override, key, hint):
         validate(make_cfg(*override.split()))
     message = str(err.value)
     assert f"`{key}" in message and hint in message and "\n" not in message
+
+
+def test_augmenting_data_that_are_not_grey_or_colour_images_is_refused():
+    with pytest.raises(UserError) as err:  # (a shape of other than 3 dimensions the datasets refuse already)
+        validate(make_cfg("augment=ada", "data.image_shape=[2,28,28]"))
+    message = str(err.value)
+    assert "augment=ADA transforms images of 1 or 3 channels" in message and "data.image_shape=" in message
+    assert "\n" not in message
+    validate(make_cfg("augment=none", "data.image_shape=[2,28,28]"))  # without augmentation: nothing to refuse here
 
 
 def test_a_bad_value_reached_through_an_interpolation_names_its_source():
@@ -121,12 +144,14 @@ CLI_ERRORS = [
     ("data.batch_size=0", "`data.batch_size=0`: input should be greater than 0"),
     ("model.latnt_dim=64", "Key 'latnt_dim' is not in struct"),
     ("+optimizer.generator.lrr=1", "`optimizer.generator.lrr` is not an argument of torch.optim.Adam"),
+    ("augment=diffaug augment.policy=[zoom]", "`augment.policy.0='zoom'`: input should be 'color', 'translation' or 'cutout'"),
+    ("augment=ada data.image_shape=[2,28,28]", "augment=ADA transforms images of 1 or 3 channels"),
 ]
 
 
 @pytest.mark.parametrize("override, message", CLI_ERRORS, ids=[o for o, _ in CLI_ERRORS])
 def test_command_line_errors_are_short_and_stop_before_training(override, message, tmp_path):
-    result = run_cli(override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = run_cli(*override.split(), f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.strip()]) <= 15, result.stderr
