@@ -178,17 +178,15 @@ class AugmentBlocks(pl.Callback):
         self.start = sync(device)
 
 
-def augment_cost(args: Args) -> None:
+def augment_cost(args: Args, device: torch.device) -> None:
     """Each model's rate with D's images as they are, through DiffAugment and through ADA, and
     the augmentation's share of an augmented iteration's time (paired by round: mean ± std)."""
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
-    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}")
+    print(f"device: {device_name(device)}")
     bench_module = importlib.import_module("gan.bench")
     for model in args.models.split(","):
-        block = args.block or (500 if device == "cuda" else (100 if model == "seed" else 10))
+        block = block_length(args, model, device)
         with tempfile.TemporaryDirectory() as run_dir:
-            fit(config(model, device, f"trainer.max_steps={block * (1 + 3 * args.rounds)}", "~callbacks.checkpoint",
+            fit(config(model, device.type, f"trainer.max_steps={block * (1 + 3 * args.rounds)}", "~callbacks.checkpoint",
                        "~callbacks.last", "sample_every=1000000", "callbacks.progress_bar.refresh_rate=0",
                        "gan.cuda_graph=false", "+callbacks.bench._target_=gan.bench.AugmentBlocks",
                        f"+callbacks.bench.block={block}", *args.overrides, run_dir=run_dir))
@@ -254,6 +252,15 @@ def data_efficiency(args: Args) -> None:
             print(f"| {'60,000' if subset == 'null' else f'{int(subset):,}'} | " + " | ".join(row) + f" | {minutes} |")
 
 
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+
+
+def block_length(args: Args, model: str, device: torch.device) -> int:
+    """`block`, or its default: 500 iterations on CUDA; on a CPU 100 of the seed MLP, 10 of the DCGAN."""
+    return args.block or (500 if device.type == "cuda" else (100 if model == "seed" else 10))
+
+
 def config(model: str, device: str, *overrides: str, run_dir: str):
     accelerator = "gpu" if device == "cuda" else "cpu"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -304,8 +311,6 @@ def bench(args: Args) -> None:
     if args.mode not in modes or args.device not in ("auto", "cpu", "cuda"):
         raise UserError(f"mode={args.mode} device={args.device}: mode is one of {', '.join(modes)}; device cpu, cuda "
                         f"or auto.")
-    if args.mode == "augment":
-        return augment_cost(args)
     if args.mode == "data_efficiency":
         return data_efficiency(args)
     if args.mode == "train":
@@ -315,12 +320,13 @@ def bench(args: Args) -> None:
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    if args.mode == "augment":
+        return augment_cost(args, device)
     gemm = gemm_rate(args.device)
-    print(f"device: {name}; float32 GEMM {gemm:.0f} GFLOP/s")
+    print(f"device: {device_name(device)}; float32 GEMM {gemm:.0f} GFLOP/s")
     bench_module = importlib.import_module("gan.bench")  # Hydra builds the callback from gan.bench, not __main__
     for model in args.models.split(","):
-        block = args.block or (500 if device.type == "cuda" else (100 if model == "seed" else 10))
+        block = block_length(args, model, device)
         bench_module.HAND_STEP, flops = hand_setup(model, args.device, *args.overrides)
         with tempfile.TemporaryDirectory() as run_dir:
             fit(config(model, args.device, f"trainer.max_steps={block * (1 + 2 * args.rounds)}", "~callbacks.checkpoint",

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from gan.augment import Augment
+from gan.augment import Augment, NoAugment
 
 NOISE_STREAM = 1  # (the batch indices use their own seeding, gan/data/batches.py)
 AUGMENT_STREAM = 2  # its own, so that turning augmentation on changes no other draw
@@ -81,7 +81,7 @@ class IterationDraws:
     def use(self, augment: Augment | None) -> None:
         """Draw for `augment` from now on (gan.bench switches it between blocks)."""
         self.augment = augment
-        self.augmenting = augment is not None and type(augment).draw is not Augment.draw  # (no seeding cost without)
+        self.augmenting = augment is not None and not isinstance(augment, NoAugment)  # (no seeding cost without)
 
     def __call__(self, t: int) -> Draws:
         self.rng.manual_seed(stream_seed(self.seed, t, NOISE_STREAM))
