@@ -202,7 +202,7 @@ def augment_cost(args: Args, device: torch.device) -> None:
 
 
 # mode=data_efficiency: each model's recipe and its iterations (equal for every augmentation and subset).
-EFFICIENCY = {"seed": (["experiment=keras_seed"], 3000),
+EFFICIENCY = {"seed": (["experiment=keras_seed"], 15000),
               "dcgan": (["experiment=dcgan_mnist", "model.generator.width=16", "model.discriminator.width=16"], 2000)}
 SUBSETS, AUGMENTS, SEEDS = ("1000", "5000", "null"), ("none", "diffaug", "ada"), "1,2,3"
 
