@@ -1,12 +1,12 @@
 """Speed: the runner's iterations/s against a hand-written loop doing the same maths.
 
-    python -m gan.bench [device=cpu|cuda] [models=seed,dcgan] [block=N] [rounds=R] [overrides=[KEY=VALUE,...]]
+    python -m gan.bench [device=cpu|cuda] [models=seed,dcgan,sngan_resnet,r3gan] [block=N] [rounds=R] [overrides=[KEY=VALUE,...]]
     python -m gan.bench mode=train [overrides=[...]]   # the whole `python train.py ...`, start-up included
     python -m gan.bench mode=writes [rounds=R]         # a checkpoint written whole vs by Lightning; cache checks
     python -m gan.bench mode=augment [models=...] [rounds=R]  # what augmenting D's images costs per iteration
     python -m gan.bench mode=data_efficiency [models=...] [sweeps=[...]]  # FID on MNIST subsets, by augmentation
 
-For each model (the seed MLP, the DCGAN recipe) one runner fit cycles through blocks of
+For each model (the seed MLP, the DCGAN recipe, SNGAN's ResNet, R3GAN) one runner fit cycles through blocks of
 iterations, in one process, so that a machine whose speed drifts (a shared VM) affects all
 three alike:
   - default: the runner as `python train.py` runs it (iterations_per_step=auto, CUDA graphs on a GPU);
@@ -54,7 +54,13 @@ from gan.run.status import read_status
 from gan.training import resolvers
 from gan.training.fit import fit
 
-MODELS = {"seed": [], "dcgan": ["experiment=dcgan_mnist"]}
+PADDED_MNIST = ["data=mnist", "data.pad=2", "data.image_shape=[1,32,32]"]  # CIFAR-10 is not on every machine
+# The residual recipes' networks at their default size, on MNIST padded to 32 px, r3gan_cifar10 with a smaller batch
+# (its 512 takes minutes per iteration on a CPU; overrides=[data.batch_size=512] for the recipe's own).
+MODELS = {"seed": [], "dcgan": ["experiment=dcgan_mnist"],
+          "sngan_resnet": ["experiment=sngan_resnet_cifar10", *PADDED_MNIST],
+          "r3gan": ["experiment=r3gan_cifar10", *PADDED_MNIST, "data.batch_size=32"]}
+HAND_LOSSES = ("NonSaturating", "Hinge", "RelativisticPairing")
 HAND_STEP = None  # the hand loop's step, for the Interleaved callback that Hydra builds
 
 
@@ -66,40 +72,87 @@ def sync(device: torch.device) -> float:
 
 def hand_loop(module: GAN, images: torch.Tensor, batch: int):
     """The update written out in plain PyTorch on copies of the module's networks and optimizers:
-    D on a real batch and on G's fakes (two steps, or one on the summed loss), then G through a
-    frozen D, with non-saturating BCE. What the runner is measured against."""
+    `n_critic` D steps, each on a fresh real batch and G's fakes (two steps, or one on the summed
+    loss; one for a pairwise loss), R1 on the reals and R2 on the fakes where the loss sets them,
+    then G through a frozen D (beside a real batch of its own for a pairwise loss), then the
+    average of G's weights; D sees every image through the module's augmentation (its own
+    draws). The loss written out: non-saturating BCE, hinge or RpGAN; a conditional G gets
+    random labels. What the runner is measured against."""
     g, d = copy.deepcopy(module.generator), copy.deepcopy(module.discriminator)
     g_opt, d_opt = module.g_optimizer(g.parameters()), module.d_optimizer(d.parameters())
     if images.device.type == "cpu":  # as in a script without Lightning, whose import makes each step ask NVML
         skip_graph_capture_check(g_opt)
         skip_graph_capture_check(d_opt)
-    device, joint, fakes_train = images.device, module.d_update == "joint", module.fakes_mode == "train"
-    ones, zeros = torch.ones(batch, 1, device=device), torch.zeros(batch, 1, device=device)
+    device, fakes_train, loss = images.device, module.fakes_mode == "train", module.loss
+    kind, pairs, two_steps = type(loss).__name__, loss.pairs, module.d_update == "two_steps" and not loss.pairs
+    if kind not in HAND_LOSSES or loss.penalty_every > 1 or loss.gp_weight or module.auxiliary:
+        raise UserError(f"the hand loop writes out {', '.join(HAND_LOSSES)} with R1/R2 on every D step; not {kind} "
+                        f"(penalty_every={loss.penalty_every}, gp_weight={loss.gp_weight}, auxiliary={module.auxiliary})")
+    ones, zeros = torch.ones(batch, device=device), torch.zeros(batch, device=device)
+    ema = None if module.generator_ema is None else list(copy.deepcopy(module.generator_ema.module).parameters())
+    half_life = 1000 * (module.ema_kimg or 10)  # the weight's value does not change the cost
+    ema_weight = 1 - 0.5 ** (batch / max(half_life, 1e-8))
+    augment, rng, size = copy.deepcopy(module.augment), torch.Generator(device).manual_seed(0), tuple(images.shape[-2:])
 
-    def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits.view(batch, 1), target)
+    def seen(x: torch.Tensor) -> torch.Tensor:
+        return augment(x, augment.draw(len(x), size, rng, device))
 
-    def d_step(loss: torch.Tensor) -> None:
+    def d_terms(real_logits: torch.Tensor | None, fake_logits: torch.Tensor | None) -> torch.Tensor:
+        if kind == "RelativisticPairing":
+            return F.softplus(fake_logits - real_logits).mean()
+        if kind == "Hinge":
+            return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+        pairs_ = ((real_logits, ones), (fake_logits, zeros))
+        return sum(F.binary_cross_entropy_with_logits(x, t) for x, t in pairs_ if x is not None)
+
+    def g_term(fake_logits: torch.Tensor, real_logits: torch.Tensor | None) -> torch.Tensor:
+        if kind == "RelativisticPairing":
+            return F.softplus(real_logits - fake_logits).mean()
+        return -fake_logits.mean() if kind == "Hinge" else F.binary_cross_entropy_with_logits(fake_logits, ones)
+
+    def penalty(gamma: float, logits: torch.Tensor, x: torch.Tensor):
+        if not gamma:
+            return 0.0
+        (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+        return gamma / 2 * grad.square().sum([1, 2, 3]).mean()
+
+    def d_step(value: torch.Tensor) -> None:
         d_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         d_opt.step()
 
+    def draw() -> tuple[torch.Tensor, torch.Tensor | None]:
+        labels = None if g.num_classes is None else torch.randint(g.num_classes, (batch,), device=device)
+        return images[torch.randint(len(images), (batch,), device=device)], labels
+
     def step() -> None:
-        real = images[torch.randint(len(images), (batch,), device=device)]
-        with torch.no_grad():
-            g.train(fakes_train)
-            fake = g(g.draw_noise(batch, device=device))
-            g.train()
-        if joint:
-            d_step(bce(d(real), ones) + bce(d(fake), zeros))
-        else:
-            d_step(bce(d(real), ones))
-            d_step(bce(d(fake), zeros))
+        for _ in range(module.n_critic):
+            real, labels = draw()
+            with torch.no_grad():
+                g.train(fakes_train)
+                fake = g(g.draw_noise(batch, device=device), labels)
+                g.train()
+            real.requires_grad_(bool(loss.r1_gamma))
+            fake.requires_grad_(bool(loss.r2_gamma))
+            real_logits = d(seen(real), labels)
+            if two_steps:
+                d_step(d_terms(real_logits, None) + penalty(loss.r1_gamma, real_logits, real))
+                fake_logits = d(seen(fake), labels)
+                d_step(d_terms(None, fake_logits) + penalty(loss.r2_gamma, fake_logits, fake))
+            else:
+                fake_logits = d(seen(fake), labels)
+                d_step(d_terms(real_logits, fake_logits) + penalty(loss.r1_gamma, real_logits, real)
+                       + penalty(loss.r2_gamma, fake_logits, fake))
+        real, labels = draw()
         d.requires_grad_(False)
         g_opt.zero_grad(set_to_none=True)
-        bce(d(g(g.draw_noise(batch, device=device))), ones).backward()
+        fake_logits = d(seen(g(g.draw_noise(batch, device=device), labels)), labels)
+        g_term(fake_logits, d(seen(real), labels) if pairs else None).backward()
         g_opt.step()
         d.requires_grad_(True)
+        if ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, list(g.parameters()), ema_weight)
 
     return step
 
@@ -147,7 +200,7 @@ class Interleaved(pl.Callback):
         pl_module.execution.through_lightning, pl_module.execution.graphed = ("bench: eager", None) if eager else self.fast
         self.start = sync(device)
         Interleaved.result = {k: n / s for k, (n, s) in self.done.items() if s}
-        Interleaved.result["replays"] = getattr(self.fast[1], "replays", 0)
+        Interleaved.result["replays"] = getattr(self.fast[1], "replayed", 0)
 
 
 class AugmentBlocks(pl.Callback):
@@ -278,9 +331,27 @@ def hand_setup(model: str, device: str, *overrides: str):
     datamodule.setup("fit")
     step = hand_loop(module, to_unit(datamodule.images.to(device)), cfg.data.batch_size)
     step()  # creates the optimizer state, so the count below is a steady-state iteration
-    with FlopCounterMode(display=False) as counter:
+    with TotalFlops() as counter:
         step()
     return step, counter.get_total_flops()
+
+
+class TotalFlops(FlopCounterMode):
+    """torch's FLOP count of everything run inside, without its per-module breakdown, whose
+    backward hooks break the autograd.grad that R1 and R2 take."""
+
+    class NoModules:
+        parents = {"Global"}  # every count goes to the total
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *args):
+            return None
+
+    def __init__(self):
+        super().__init__(display=False)
+        self.mod_tracker = self.NoModules()
 
 
 def gemm_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
@@ -299,7 +370,7 @@ def gemm_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
 class Args:
     mode: str = "interleaved"  # interleaved: default, hand, eager blocks in one fit | train: a whole train.py | writes | augment
     device: str = "auto"  # cpu | cuda | auto (cuda when there is one)
-    models: str = "seed,dcgan"  # comma-separated: seed, dcgan
+    models: str = "seed,dcgan"  # comma-separated: seed, dcgan, sngan_resnet, r3gan
     block: int = 0  # iterations per block (0: 500 on CUDA; 100 seed, 10 DCGAN on CPU)
     rounds: int = 5  # rounds of (default, hand, eager) blocks, after one warm-up block
     overrides: list[str] = field(default_factory=list)  # config overrides for every run: [data.batch_size=64,...]
@@ -336,7 +407,8 @@ def bench(args: Args) -> None:
         rates = bench_module.Interleaved.result
         print(f"\n{model}: {flops / 1e9:.3f} GFLOP per iteration; {args.rounds} rounds of {block}-iteration blocks")
         for k in ("hand", "eager", "default"):
-            print(f"  {k:8s} {rates[k]:9.1f} it/s  {rates[k] * flops / 1e9:7.1f} GFLOP/s  {rates[k] / rates['hand']:6.3f}x hand")
+            rate = f"{rates[k]:9.1f} it/s" if rates[k] >= 1 else f"{1 / rates[k]:7.2f} s/it"
+            print(f"  {k:8s} {rate}  {rates[k] * flops / 1e9:7.1f} GFLOP/s  {rates[k] / rates['hand']:6.3f}x hand")
         replays = f"; CUDA graph replays: {rates['replays']}" if rates["replays"] else ""
         print(f"  default / eager: {rates['default'] / rates['eager']:.3f}; "
               f"GEMM limit / default: {gemm / (rates['default'] * flops / 1e9):.2f}x{replays}")

@@ -3,11 +3,12 @@ and the gradient penalties. All take D's raw outputs (logits / critic scores).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from gan.config.constraints import Label, NonNegFloat
+from gan.config.constraints import Label, NonNegFloat, PosInt
 
 
 def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -20,15 +21,32 @@ class Loss:
     `gp_weight` (WGAN-GP's lambda, Gulrajani et al. 2017): weight of the `gradient_penalty`
     E[(||grad D(x^)|| - 1)^2] at random points x^ between paired reals and fakes (added to the
     D step that sees the fakes; the paper's single step is `gan.d_update=joint`). `r1_gamma`
-    (R1, Mescheder et al. 2018): adds gamma/2 E[||grad D(x)||^2] on the reals.
+    (R1, Mescheder et al. 2018): adds gamma/2 E[||grad D(x)||^2] on the reals; `r2_gamma` the
+    same on the fakes D was shown (R2, as R3GAN pairs them). `penalty_every` (lazy
+    regularisation, StyleGAN2): the penalties only on every N-th D step, weighted N times, so
+    they cost 1/N as much and weigh the same on average. `class_weight`: with AC-GAN's auxiliary
+    classifier (`model.conditioning=auxiliary`), the weight of its cross-entropy, on the reals and
+    fakes in D's loss and on the fakes in G's.
     `probabilities`: D's outputs read as P(real) through a sigmoid (the BCE losses); the
-    others' outputs are raw scores, logged as they are.
+    others' outputs are raw scores, logged as they are. `pairs`: D's and G's terms each compare
+    a real with a fake (relativistic), so D takes one step on both and G's step sees reals too.
     """
 
     probabilities = False
+    pairs = False
 
-    def __init__(self, gp_weight: NonNegFloat = 0.0, r1_gamma: NonNegFloat = 0.0):
-        self.gp_weight, self.r1_gamma = gp_weight, r1_gamma
+    def __init__(self, gp_weight: NonNegFloat = 0.0, r1_gamma: NonNegFloat = 0.0, r2_gamma: NonNegFloat = 0.0,
+                 penalty_every: PosInt = 1, class_weight: NonNegFloat = 1.0):
+        self.gp_weight, self.r1_gamma, self.r2_gamma, self.penalty_every = gp_weight, r1_gamma, r2_gamma, penalty_every
+        self.class_weight = class_weight
+
+    def penalized(self, d_step: int) -> bool:
+        """Whether D step number `d_step` (counting every D step of the run from 0) adds the penalties."""
+        return d_step % self.penalty_every == 0
+
+    def d(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        """D's loss on a real and a fake batch in one step (`gan.d_update=joint`)."""
+        return self.d_real(real_logits) + self.d_fake(fake_logits)
 
     def d_real(self, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -126,13 +144,32 @@ class Wasserstein(Loss):
         return -logits.mean()
 
 
+class RelativisticPairing(Loss):
+    """RpGAN (Jolicoeur-Martineau 2019) as R3GAN uses it (Huang et al. 2024): D minimises
+    softplus(D(fake) - D(real)) over pairs of a real and a fake, G minimises
+    softplus(D(real) - D(fake)). With R1 and R2 it converges locally (the R3GAN paper's result)."""
+
+    pairs = True
+
+    def d(self, real_logits, fake_logits):
+        return F.softplus(fake_logits - real_logits).mean()
+
+    def g(self, fake_logits, real_logits):
+        return F.softplus(real_logits - fake_logits).mean()
+
+    def d_real(self, logits):
+        raise TypeError("RpGAN has no loss on reals alone: D takes one step on the pairs")
+
+    d_fake = d_real
+
+
 def input_gradient(output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """d(sum of output)/d(inputs), kept in the graph so a penalty on it trains D."""
     (grad,) = torch.autograd.grad(output.sum(), inputs, create_graph=True)
     return grad.flatten(1)
 
 
-def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+def gradient_penalty(discriminator: Callable[..., torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
                      labels: torch.Tensor | None = None, mix: torch.Tensor | None = None) -> torch.Tensor:
     """E[(||grad_x D(x^)||_2 - 1)^2], x^ = e x + (1 - e) x~ with e ~ U(0, 1) per pair (`mix`, drawn
     here when not given)."""
@@ -144,6 +181,7 @@ def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.T
     return (grad.norm(2, dim=1) - 1).pow(2).mean()
 
 
-def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """E[||grad_x D(x)||^2] on the reals; `real` must require grad before D saw it."""
-    return input_gradient(real_logits, real).pow(2).sum(1).mean()
+def r1_penalty(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """E[||grad_x D(x)||^2] over the images (the reals for R1, the fakes for R2); `images` must
+    require grad before D saw them."""
+    return input_gradient(logits, images).pow(2).sum(1).mean()

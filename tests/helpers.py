@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # CI sets GAN_DATA_DIR (../shared/data); elsewhere MNIST is downloaded into data/ on first use.
 DATA_ROOT = os.environ.get("GAN_DATA_DIR", str(ROOT / "data"))
+PADDED_MNIST = ("data.pad=2", "data.image_shape=[1,32,32]")  # the residual models' smallest preset is 32 px
+# The residual models at CPU-test size: SNGAN's ResNet with the hinge loss; R3GAN with its loss, lazy penalties and EMA warm-up.
+SMALL_RESNET = ("model=resnet", *PADDED_MNIST, "model.width=4", "loss=hinge", "gan.d_update=joint")
+SMALL_R3GAN = ("model=r3gan", *PADDED_MNIST, "model.widths=[8,8,8,8]", "model.cardinalities=[2,2,2,2]", "model.blocks=[1,1,1,1]",
+               "loss=rpgan", "loss.penalty_every=4", "gan.ema_kimg=0.5", "gan.ema_rampup=0.05")
 
 
 def make_cfg(*overrides: str, run_dir: Path | None = None) -> DictConfig:

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from gan.losses import Hinge, LeastSquares, Minimax, NonSaturating, Wasserstein, gradient_penalty, r1_penalty
+from gan.losses import Hinge, LeastSquares, Minimax, NonSaturating, RelativisticPairing, Wasserstein, gradient_penalty, r1_penalty
 from tests.helpers import CONF, make_cfg
 
 REAL, FAKE = torch.tensor([2.0, -1.0]), torch.tensor([-3.0, 0.5])
@@ -58,7 +58,9 @@ def test_minimax_saturates_where_nonsaturating_does_not():
 def test_every_loss_option_builds_its_class():
     built = {path.stem: type(instantiate(make_cfg(f"loss={path.stem}").loss)) for path in (CONF / "loss").glob("*.yaml")}
     assert built == {"nonsaturating": NonSaturating, "minimax": Minimax, "lsgan": LeastSquares, "hinge": Hinge,
-                     "wgan_gp": Wasserstein}
+                     "wgan_gp": Wasserstein, "rpgan": RelativisticPairing}
+    rpgan = instantiate(make_cfg("loss=rpgan", "loss.r1_gamma=0.3").loss)
+    assert rpgan.pairs and rpgan.r1_gamma == rpgan.r2_gamma == 0.3  # one gamma for both, as R3GAN
     assert instantiate(make_cfg("loss=wgan_gp").loss).gp_weight == 10 and instantiate(make_cfg().loss).gp_weight == 0
 
 
@@ -104,3 +106,63 @@ def test_r1_penalty_is_the_squared_input_gradient_norm_on_reals():
     w = torch.tensor([3.0, 4.0, 0.0, 0.0])
     real = torch.rand(5, 1, 2, 2, requires_grad=True)
     assert r1_penalty(Linear(w)(real), real).item() == pytest.approx(25)  # |w|^2
+
+
+def test_rpgan_compares_each_real_with_its_fake():
+    loss = RelativisticPairing()
+    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    assert loss.d(REAL, FAKE).item() == pytest.approx(mean(softplus(f - r) for r, f in ((2, -3), (-1, 0.5))), rel=1e-6)
+    assert loss.g(FAKE, REAL).item() == pytest.approx(mean(softplus(r - f) for r, f in ((2, -3), (-1, 0.5))), rel=1e-6)
+    real, fake = REAL.clone().requires_grad_(True), FAKE.clone().requires_grad_(True)
+    loss.d(real, fake).backward()  # d/d(real_i) = -sigmoid(f_i - r_i) / n: raising a real's score lowers D's loss
+    assert torch.allclose(real.grad, -torch.sigmoid(FAKE - REAL) / 2) and torch.allclose(fake.grad, -real.grad)
+    with pytest.raises(TypeError, match="one step on the pairs"):
+        loss.d_real(REAL)
+
+
+class Tiny(nn.Module):
+    """A small nonlinear D, so that its input gradient changes with the input and with its weights."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 1), nn.Flatten(0))
+
+    def forward(self, x, labels=None):
+        return self.net(x)
+
+
+def finite_difference_penalty(d: nn.Module, images: torch.Tensor, h: float = 1e-4) -> float:
+    """E_i ||grad_x D(x_i)||^2 with each input gradient by central differences (float64)."""
+    total = 0.0
+    for x in images:
+        grad = []
+        for j in range(x.numel()):
+            step = torch.zeros_like(x).view(-1)
+            step[j] = h
+            step = step.view_as(x)
+            grad.append((d(x[None] + step) - d(x[None] - step)).item() / (2 * h))
+        total += sum(g * g for g in grad)
+    return total / len(images)
+
+
+def test_r1_and_r2_match_finite_differences_and_train_d_by_their_gradient():
+    d = Tiny().double()
+    images = torch.rand(3, 1, 2, 2, dtype=torch.float64, requires_grad=True)
+    penalty = r1_penalty(d(images), images)
+    assert penalty.item() == pytest.approx(finite_difference_penalty(d, images.detach()), rel=1e-6)
+    penalty.backward()  # the penalty's gradient on a weight, against moving that weight
+    weight, h = d.net[1].weight, 1e-5
+    with torch.no_grad():
+        weight[0, 0] += h
+        up = finite_difference_penalty(d, images.detach(), 1e-4)
+        weight[0, 0] -= 2 * h
+        down = finite_difference_penalty(d, images.detach(), 1e-4)
+        weight[0, 0] += h
+    assert weight.grad[0, 0].item() == pytest.approx((up - down) / (2 * h), rel=1e-3)
+
+
+def test_lazy_regularisation_penalises_every_nth_d_step():
+    loss = NonSaturating(r1_gamma=1.0, penalty_every=4)
+    assert [loss.penalized(step) for step in range(9)] == [True, False, False, False, True, False, False, False, True]
+    assert all(NonSaturating().penalized(step) for step in range(5))

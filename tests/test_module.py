@@ -8,8 +8,10 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
+from gan.data import to_unit
 from gan.losses import NonSaturating, bce
 from gan.module import GAN, LOGGED_METRICS, d_statistics
 from tests.helpers import make_cfg
@@ -236,3 +238,115 @@ def test_conditional_steps_give_d_the_real_labels_and_g_random_ones(monkeypatch)
     assert draws.g_labels.shape == (8,) and len(torch.cat([module.execution.draws(t).g_labels for t in range(20)]).unique()) == 10
     module.generator_step(draws.g_noise, draws.g_labels, module.optimizers()[0])
     assert torch.equal(seen[-1], draws.g_labels)
+
+
+def test_rpgan_takes_one_d_step_on_the_pairs_with_r1_on_the_reals_and_r2_on_the_fakes_d_saw(monkeypatch):
+    module = build("loss=rpgan", "loss.r1_gamma=2")
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=FixedBatches(n_critic=2))  # one D batch and G's own
+    seen, losses = [], []
+    forward = module.discriminator.forward
+    monkeypatch.setattr(module.discriminator, "forward", lambda x, labels=None: seen.append(x) or forward(x, labels))
+    monkeypatch.setattr(module, "step", lambda opt, loss: losses.append(loss.detach()))
+    real, z = torch.rand(8, 1, 28, 28) * 2 - 1, fixed_noise(module)
+    real_logits, fake_logits, penalties = module.discriminator_step(real, None, module.optimizers()[1], z)
+    assert len(losses) == 1 and set(penalties) == {"loss/r1", "loss/r2"}
+    fake = module.sample(z)
+    assert torch.equal(seen[1], fake)  # R2 is taken on exactly the fakes D was shown
+    for images, name in ((real, "loss/r1"), (fake, "loss/r2")):
+        images = images.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(forward(images).sum(), images)
+        assert torch.allclose(penalties[name], grad.flatten(1).pow(2).sum(1).mean(), rtol=1e-4)
+    pairs = torch.nn.functional.softplus(fake_logits - real_logits).mean()
+    expected = pairs + 2 / 2 * (penalties["loss/r1"] + penalties["loss/r2"])
+    assert torch.allclose(losses[0], expected, rtol=1e-5)
+
+
+def test_rpgan_g_step_shows_d_a_real_batch_of_its_own(monkeypatch):
+    module = build("loss=rpgan")
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=FixedBatches(n_critic=2))
+    seen = []
+    forward = module.discriminator.forward
+    monkeypatch.setattr(module.discriminator, "forward", lambda x, labels=None: seen.append(x) or forward(x, labels))
+    real, z = torch.rand(8, 1, 28, 28) * 2 - 1, fixed_noise(module)
+    with torch.no_grad():  # before G's step changes G (G in training mode: batch statistics, as its step)
+        expected = torch.nn.functional.softplus(forward(real) - forward(module.sample(z, training=True))).mean()
+    loss = module.generator_step(z, None, module.optimizers()[0], real=real)
+    assert len(seen) == 2 and torch.equal(seen[1], real)
+    assert torch.allclose(loss, expected, rtol=1e-5)
+
+
+def test_lazy_regularisation_weights_the_penalty_by_its_interval_on_the_steps_it_runs(monkeypatch):
+    module = build("loss.r1_gamma=4", "loss.penalty_every=3")
+    attach(module)
+    assert [module.execution.draws(t).penalized for t in range(4)] == [(True,), (False,), (False,), (True,)]
+    losses = []
+    monkeypatch.setattr(module, "step", lambda opt, loss: losses.append(loss.detach()))
+    real = torch.rand(8, 1, 28, 28) * 2 - 1
+    *_, on = module.discriminator_step(real, None, module.optimizers()[1], fixed_noise(module), penalized=True)
+    *_, off = module.discriminator_step(real, None, module.optimizers()[1], fixed_noise(module), penalized=False)
+    with torch.no_grad():
+        plain = bce(module.discriminator(real), 1.0)
+    assert torch.allclose(losses[0], plain + 3 * 4 / 2 * on["loss/r1"]) and torch.allclose(losses[2], plain)
+    assert torch.equal(off["loss/r1"], on["loss/r1"])  # the log keeps the last value on the steps it skips
+
+
+def test_ema_warm_up_follows_stylegan_decay_per_step():
+    kimg, rampup, batch = 0.1, 0.05, 32
+    module = build(f"gan.ema_kimg={kimg}", f"gan.ema_rampup={rampup}")
+    ema = module.generator_ema
+    start = [p.detach().clone() for p in ema.module.parameters()]
+    assert all(torch.equal(a, p) for a, p in zip(start, module.generator.parameters()))  # the average starts as G
+    expected = [p.clone() for p in start]
+    for k in range(6):
+        with torch.no_grad():
+            for p in module.generator.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+        # StyleGAN2-ADA training_loop.py: ema_nimg = min(ema_kimg * 1000, cur_nimg * ema_rampup); beta = 0.5 ** (batch / ema_nimg)
+        half_life = min(kimg * 1000, k * batch * rampup)
+        beta = 0.5 ** (batch / max(half_life, 1e-8))
+        assert module.ema_beta(batch).item() == pytest.approx(beta, rel=1e-9, abs=1e-300)
+        module.update_ema(batch)
+        expected = [p.detach() + beta * (e - p.detach()) for e, p in zip(expected, module.generator.parameters())]
+        assert all(torch.allclose(a, e, atol=1e-6) for a, e in zip(ema.module.parameters(), expected))
+    assert beta > 0  # past the first update the average keeps a share of its past
+
+
+def test_acgan_d_classifies_and_the_g_loss_includes_the_class_term(monkeypatch):
+    module = build("model.conditional=true", "model.conditioning=auxiliary", "loss.class_weight=0.7")
+    attach(module)
+    images, labels = torch.rand(8, 1, 28, 28) * 2 - 1, torch.arange(8) % 10
+    assert module.auxiliary and module.discriminator(images, labels).shape == (8, 11)  # the logit, then 10 class logits
+    losses = []
+    monkeypatch.setattr(module, "step", lambda opt, loss: losses.append(loss.detach()))
+    z = fixed_noise(module)
+    with torch.no_grad():  # what G's step will see (G in training mode, D's weights before any step)
+        out = module.discriminator(module.sample(z, labels, training=True), labels)
+    module.generator_step(z, labels, module.optimizers()[0])
+    expected = bce(out[:, 0], 1.0) + 0.7 * torch.nn.functional.cross_entropy(out[:, 1:], labels)
+    assert torch.allclose(losses[0], expected, rtol=1e-5)
+    _, _, scalars = module.discriminator_step(images, labels, module.optimizers()[1], z)
+    with torch.no_grad():
+        classes = module.discriminator(images, labels)[:, 1:]
+    assert torch.allclose(scalars["loss/class"], torch.nn.functional.cross_entropy(classes, labels), rtol=1e-5)
+    assert scalars["train/class_acc"] == (classes.argmax(1) == labels).float().mean()
+    real_loss = bce(module.discriminator(images, labels)[:, 0], 1.0) + 0.7 * scalars["loss/class"]
+    assert torch.allclose(losses[1], real_loss, rtol=1e-5)  # two_steps: the real step carries the reals' class term
+
+
+def test_acgan_d_learns_to_classify_real_digits_within_a_few_hundred_iterations(mnist_root):
+    cfg = make_cfg("trainer=cpu", "model.conditional=true", "model.conditioning=auxiliary", run_dir="/nonexistent")
+    torch.manual_seed(0)
+    module = GAN.from_config(cfg)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=300, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    datamodule = instantiate(cfg.data, iterations_per_step=25)
+    trainer.fit(module, datamodule=datamodule)
+    images, labels = datamodule.split(train=False)
+    with torch.no_grad():
+        classes = module.discriminator(to_unit(images[:2000]), labels[:2000])[:, 1:]
+    accuracy = (classes.argmax(1) == labels[:2000]).float().mean().item()
+    assert accuracy > 0.5, accuracy  # chance: 0.1

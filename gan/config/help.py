@@ -45,7 +45,7 @@ def groups(main: str) -> list[str]:
 
 
 def run_options(main: str) -> list[str]:
-    """The top-level keys of train.yaml and the update rule's `gan.*`, with value and comment."""
+    """The top-level keys of train.yaml, the update rule's `gan.*` and the `schedule.*`, with value and comment."""
     keys, section = [], ""
     for line in main.splitlines():
         top = re.match(r"^(\w+):\s*(.*)$", line)
@@ -56,8 +56,8 @@ def run_options(main: str) -> list[str]:
                 keys.append((section, value, comment(line)))
             continue
         nested = re.match(r"^  (\w+):\s*([^#]*?)\s*#\s*(.+)$", line)
-        if nested and section == "gan":
-            keys.append((f"gan.{nested.group(1)}", nested.group(2), nested.group(3)))
+        if nested and section in ("gan", "schedule"):
+            keys.append((f"{section}.{nested.group(1)}", nested.group(2), nested.group(3)))
     width = max(len(f"{k}={v}") for k, v, _ in keys) + 2
     return [f"  {f'{k}={v}':<{width}}  {c}" for k, v, c in keys]
 

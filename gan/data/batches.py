@@ -129,6 +129,7 @@ class ImageDataModule(pl.LightningDataModule):
     draws from 2N rows, the second N flipped as they are gathered)."""
 
     name: str  # the dataset, in cache keys (gan/metrics/extractor.py)
+    pad = 0  # black pixels around each image, for the datasets that take data.pad
 
     def __init__(self, batch_size: int, image_shape, sampling: str, batches_per_step: int, seed: int,
                  iterations_per_step: int | str, num_classes: int | None, labelled: bool = True,
@@ -157,8 +158,9 @@ class ImageDataModule(pl.LightningDataModule):
             return
         images, labels = self.split(train=True)
         if tuple(images.shape[1:]) != self.image_shape:
+            padded = f" with data.pad={self.pad}" if self.pad else ""
             raise UserError(f"data.image_shape={list(self.image_shape)} but the {self.name} images "
-                            f"are {list(images.shape[1:])}.")
+                            f"are {list(images.shape[1:])}{padded}.")
         if self.subset is not None:
             if self.subset > len(images):
                 raise UserError(f"data.subset={self.subset} is more than the {len(images)} training images of "

@@ -14,6 +14,8 @@ The first `warmup` iterations run eagerly on a side stream (they count as traini
 create the optimizer state and let cuDNN pick its algorithms), then one is captured. Anything
 baked into the graph as a number — the optimizers' hyper-parameters — is watched: when it
 changes (a resume with a new learning rate, a scheduler) the iteration is captured again.
+With lazy regularisation an iteration's kernels depend on whether its D steps add the penalties
+(`Draws.penalized`, a function of the iteration): one graph is captured for each pattern.
 Where capture cannot work, training runs eagerly and one log line says why.
 """
 
@@ -77,6 +79,8 @@ def reason_not_to_capture(module, execution) -> str | None:
         return f"trainer.precision={trainer.precision} (autocast's cast cache does not survive a capture)"
     if execution.through_lightning:
         return execution.through_lightning
+    if getattr(module, "schedule", None) is not None:
+        return "a schedule moves values a graph bakes in (the learning rate, ...) every iteration"
     for name, opt in zip(("generator", "discriminator"), module.optimizers()):
         opt = opt.optimizer
         if "capturable" not in opt.defaults and not isinstance(opt, STATELESS_STEP):
@@ -96,9 +100,9 @@ class GraphedIterations:
 
     def __init__(self, module, execution, warmup: int = 3, capture: Callable = cuda_capture):
         self.module, self.execution, self.warmup, self.capture = module, execution, warmup, capture
-        self.replay: Callable[[], tuple] | None = None
+        self.replays: dict[tuple, tuple[Callable[[], tuple], tuple]] = {}  # pattern -> (replay, its static inputs)
         self.settings: str | None = None
-        self.eager_iterations = self.replays = self.captures = 0
+        self.eager_iterations = self.replayed = self.captures = 0
         self.failed = False
         self.stream = torch.cuda.Stream() if module.device.type == "cuda" else None
         for opt in module.optimizers():
@@ -117,19 +121,21 @@ class GraphedIterations:
 
     def run(self, chunk) -> tuple:
         # Settings change between steps (a callback, a scheduler, a resume), so check once per chunk.
-        if self.replay is not None and optimizer_settings(self.module) != self.settings:
+        if self.replays and optimizer_settings(self.module) != self.settings:
             log.info("Optimizer settings changed at iteration %d: capturing the iteration again.", self.module.global_step)
-            self.replay = None
+            self.replays = {}
         for reals, labels in chunk:
             draws = self.execution.draws(self.module.global_step)
-            if self.replay is None and not self.failed and self.eager_iterations >= self.warmup:
+            pattern = draws.penalized
+            if pattern not in self.replays and not self.failed and self.eager_iterations >= self.warmup:
                 self._capture(reals, labels, draws)
-            if self.replay is None:
+            if pattern not in self.replays:
                 outputs = self._eager(reals, labels, draws)
             else:
-                copy_into((self.static_reals, self.static_labels, self.static_draws), (reals, labels, draws))
-                outputs = self.replay()
-                self.replays += 1
+                replay, static = self.replays[pattern]
+                copy_into(static, (reals, labels, draws))
+                outputs = replay()
+                self.replayed += 1
             count_iteration(self.module.trainer)
         return outputs
 
@@ -146,11 +152,10 @@ class GraphedIterations:
         return outputs
 
     def _capture(self, reals: torch.Tensor, labels: torch.Tensor, draws) -> None:
-        self.static_reals, self.static_labels = reals.clone(), labels.clone()
-        self.static_draws = cloned(draws)
+        static = cloned((reals, labels, draws))
         self.settings = optimizer_settings(self.module)
         try:
-            self.replay = self.capture(lambda: self.module.iteration(self.static_reals, self.static_labels, self.static_draws))
+            self.replays[draws.penalized] = self.capture(lambda: self.module.iteration(*static)), static
         except Exception as exc:  # an op that syncs with the host, an unsupported kernel
             self.failed = True
             log.warning("CUDA graph capture failed at iteration %d (%s: %s); training eagerly from here.",

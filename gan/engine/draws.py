@@ -14,6 +14,7 @@ iteration takes them as inputs like the real batch (gan/engine/cuda_graphs.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -43,14 +44,18 @@ def rows_of(draws: NamedTuple | None, views: int, rows: slice) -> list[NamedTupl
 class Draws(NamedTuple):
     """One iteration's randomness, this process's rows: z of each D step's fakes (n_critic, b,
     latent), z and labels of the G step (b, latent), (b,), the gradient penalty's mixing
-    weight per pair and D step (n_critic, b), and the augmentation's draws for each batch D
-    sees (the reals and the fakes of each D step, then the G step's fakes; None without one)."""
+    weight per pair and D step (n_critic, b), the augmentation's draws for each batch D
+    sees (the reals and the fakes of each D step, then the G step's fakes, then its reals with
+    a pairwise loss; empty without augmentation), and with lazy regularisation whether each D
+    step adds the penalties (a function of t, not random: empty means every one does; a CUDA
+    graph is captured for each pattern)."""
 
     d_noise: torch.Tensor
     g_noise: torch.Tensor
     g_labels: torch.Tensor | None
     mix: torch.Tensor | None
     seen: tuple = ()
+    penalized: tuple[bool, ...] = ()
 
     def d_seen(self, i: int) -> tuple:
         """The augmentation draws of D step i's reals and fakes."""
@@ -59,20 +64,27 @@ class Draws(NamedTuple):
     @property
     def g_seen(self):
         """The augmentation draws of the G step's fakes."""
-        return self.seen[-1] if self.seen else None
+        return self.seen[2 * len(self.d_noise)] if self.seen else None
+
+    @property
+    def g_real_seen(self):
+        """The augmentation draws of the G step's reals (a pairwise loss), or None."""
+        return self.seen[2 * len(self.d_noise) + 1] if len(self.seen) > 2 * len(self.d_noise) + 1 else None
 
 
 class IterationDraws:
     """Draws(t) for a generator network, `n_critic` D steps of the global `batch_size`, and the
     rows of process `rank` of `world` (the batch is split in equal consecutive slices); with an
-    `augment` (gan/augment/), its draws for images of `size` (H, W)."""
+    `augment` (gan/augment/), its draws for images of `size` (H, W), and for G's reals too when
+    the loss compares `pairs`; `lazy`: with lazy regularisation, whether D step number s of the run
+    adds the penalties (`Loss.penalized`)."""
 
     def __init__(self, generator: torch.nn.Module, n_critic: int, batch_size: int, seed: int, device: torch.device,
                  rank: int = 0, world: int = 1, penalty: bool = False, augment: Augment | None = None,
-                 size: tuple[int, int] = (0, 0)):
+                 size: tuple[int, int] = (0, 0), pairs: bool = False, lazy: Callable[[int], bool] | None = None):
         assert batch_size % world == 0, "checked before training (gan/engine/distributed.py, gan/data/batches.py)"
         self.net, self.n_critic, self.batch, self.seed, self.penalty = generator, n_critic, batch_size, seed, penalty
-        self.size = tuple(size)
+        self.size, self.pairs, self.lazy = tuple(size), pairs, lazy
         self.use(augment)
         self.rows = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
         self.rng = torch.Generator(device=device)
@@ -92,9 +104,10 @@ class IterationDraws:
             g_labels = torch.randint(self.net.num_classes, (batch,), generator=self.rng, device=self.device)[rows]
         g_noise = self.net.draw_noise(batch, rng=self.rng, device=self.device)[rows]
         mix = torch.rand(n_critic, batch, generator=self.rng, device=self.device)[:, rows] if self.penalty else None
+        penalized = () if self.lazy is None else tuple(self.lazy(t * n_critic + i) for i in range(n_critic))
         if not self.augmenting:
-            return Draws(d_noise[:, rows], g_noise, g_labels, mix)
+            return Draws(d_noise[:, rows], g_noise, g_labels, mix, (), penalized)
         self.rng.manual_seed(stream_seed(self.seed, t, AUGMENT_STREAM))
-        views = 2 * n_critic + 1
+        views = 2 * n_critic + 1 + self.pairs
         seen = self.augment.draw(views * batch, self.size, self.rng, self.device)
-        return Draws(d_noise[:, rows], g_noise, g_labels, mix, tuple(rows_of(seen, views, rows)))
+        return Draws(d_noise[:, rows], g_noise, g_labels, mix, tuple(rows_of(seen, views, rows)), penalized)

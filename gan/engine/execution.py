@@ -40,14 +40,17 @@ class Execution:
         self.draws: IterationDraws | None = None
         self.replicas: tuple[nn.Module, nn.Module] | None = None  # G and D as several processes step them
         self.graphed: GraphedIterations | None = None
+        self.world = 1  # processes sharing the global batch
 
     def start(self, module: pl.LightningModule) -> None:
         trainer = self.trainer = module.trainer
         self.through_lightning = lightning_steps_reason(trainer)
-        data = trainer.datamodule
+        data, loss = trainer.datamodule, module.loss
+        self.world = trainer.world_size
         self.draws = IterationDraws(module.generator, module.n_critic, data.batch_size, data.seed, module.device,
-                                    rank=trainer.global_rank, world=trainer.world_size, penalty=bool(module.loss.gp_weight),
-                                    augment=module.augment, size=tuple(module.generator.out_shape[-2:]))
+                                    rank=trainer.global_rank, world=trainer.world_size, penalty=bool(loss.gp_weight),
+                                    augment=module.augment, size=tuple(module.generator.out_shape[-2:]),
+                                    pairs=loss.pairs, lazy=loss.penalized if loss.penalty_every > 1 else None)
         self.replicas = getattr(trainer.strategy, "replicas", None)
         if module.device.type == "cpu":
             for opt in module.optimizers():
@@ -64,6 +67,8 @@ class Execution:
             outputs = self.graphed.run(chunk)
         else:
             for reals, labels in chunk:
+                if module.schedule is not None:  # the values of this iteration, from the images trained on before it
+                    module.schedule.apply(module, module.global_step * self.draws.batch)
                 outputs = module.iteration(reals, labels, self.draws(module.global_step))
                 count_iteration(self.trainer)
         sync_logging_step(self.trainer)

@@ -77,8 +77,9 @@ class Classifier(nn.Module):
 
 
 def as_input(images: torch.Tensor) -> torch.Tensor:
-    """float32 in [-1, 1]: datasets hold uint8 pixels, generators return floats."""
-    return to_unit(images) if images.dtype == torch.uint8 else images.float()
+    """float32 in [-1, 1]: datasets hold uint8 pixels, generators return floats (an unbounded G's,
+    R3GAN's, clipped to the range as its images are when saved)."""
+    return to_unit(images) if images.dtype == torch.uint8 else images.float().clamp(-1, 1)
 
 
 def cache_key(dataset: str, image_shape: tuple[int, ...], num_classes: int, recipe: Recipe) -> str:

@@ -99,8 +99,8 @@ def metric_tags(cfg: DictConfig, labelled: bool = True) -> tuple[str, ...]:
 
 def fit(cfg: DictConfig) -> dict[str, float]:
     validate(cfg)
-    # One real batch per D step; the iterations of one training step drawn together.
-    datamodule = build(cfg, "data", batches_per_step=cfg.gan.n_critic, iterations_per_step=cfg.iterations_per_step)
+    # One real batch per D step (and G's, for a pairwise loss); the iterations of one training step drawn together.
+    datamodule = build(cfg, "data", batches_per_step=GAN.real_batches(cfg), iterations_per_step=cfg.iterations_per_step)
     tags = metric_tags(cfg, datamodule.labelled)
     for name in optimized_metrics(cfg):
         if name not in tags:

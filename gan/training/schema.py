@@ -32,8 +32,9 @@ from gan.config.run_options import RunOptions
 from gan.config.signatures import Parameters, check, parameters
 from gan.engine.distributed import problems as distributed_problems
 from gan.errors import UserError, stopping_hydra
-from gan.module import GAN
+from gan.module import GAN, ema_problems
 from gan.run.checkpoints.files import load_checkpoint, resolve_checkpoint
+from gan.schedules import Schedule, schedule_problems
 
 REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")  # ${a.b.c}: a key (resolvers have a colon)
 
@@ -49,9 +50,9 @@ def references(raw: Any) -> set[str]:
 
 def plain_nodes() -> dict[str, Parameters]:
     """Nodes without a `_target_` whose keys are a function's parameters."""
-    rule = ("n_critic", "d_update", "fakes_mode", "ema_decay", "cuda_graph")
+    rule = ("n_critic", "d_update", "fakes_mode", "ema_decay", "ema_kimg", "ema_rampup", "cuda_graph")
     update_rule = Parameters({k: v for k, v in parameters(GAN).items() if k in rule})
-    return {"": parameters(RunOptions), "gan": update_rule}
+    return {"": parameters(RunOptions), "gan": update_rule, "schedule": parameters(Schedule)}
 
 
 def problems(resolved: Mapping, raw: Mapping, known: set[str], plain: dict[str, Parameters], path: str = "",
@@ -137,6 +138,8 @@ def validate(cfg: DictConfig) -> None:
             found.append(f"`{key}={value!r}`" + (f" (from ${{{source}}})" if source else "") + f": {message}")
         lines += [line for line in found if line not in lines]
     if not lines:  # the keys that must fit together, once each is valid alone
-        lines += augment_problems(resolved) + distributed_problems(resolved, in_sweep(), launcher().get("_target_"))
+        gan = resolved.get("gan") or {}
+        lines += (augment_problems(resolved) + ema_problems(gan.get("ema_decay"), gan.get("ema_kimg"), gan.get("ema_rampup"))
+                  + schedule_problems(resolved) + distributed_problems(resolved, in_sweep(), launcher().get("_target_")))
     if lines:
         raise UserError(f"Invalid config: {'; '.join(lines)}. Fix the value on the command line or in conf/.")

@@ -55,7 +55,7 @@ def check_before_building(cfg: DictConfig) -> None:
                         f"images per batch to normalise over. Raise data.batch_size, or turn BatchNorm off "
                         f"(model.generator.batch_norm=false, model.discriminator.batch_norm=false).")
     g, d = numel(generator), numel(discriminator)
-    ema = cfg.gan.get("ema_decay") is not None
+    ema = cfg.gan.get("ema_decay") is not None or cfg.gan.get("ema_kimg") is not None
     optimizer = str(cfg.optimizer._target_).rsplit(".", 1)[-1]
     # float32 (mixed precision keeps float32 weights too): weights, gradients, moments, G's average
     training = (f"weights, gradients and {optimizer} state",

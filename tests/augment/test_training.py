@@ -86,7 +86,7 @@ def test_the_graph_runner_replays_an_augmented_iteration_exactly(tmp_path):
     eager, _ = train(cfg, k=7, max_steps=30, callbacks=[])
     graphed, trainer = train(cfg, k=7, max_steps=30, callbacks=[EagerCapture()])
     runner = graphed.execution.graphed
-    assert (runner.eager_iterations, runner.replays, runner.captures) == (3, 27, 1)
+    assert (runner.eager_iterations, runner.replayed, runner.captures) == (3, 27, 1)
     assert_same_tensors(eager.state_dict(), graphed.state_dict())
     assert float(graphed.augment.p) > 0  # the replayed iterations steered p as the eager ones did
 

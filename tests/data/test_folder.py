@@ -166,12 +166,16 @@ def test_mlp_and_dcgan_train_on_a_folder_in_colour(model, size, extra, photos, t
     assert events(tmp_path).Images("samples")[-1].width > 5 * size  # the TensorBoard grid is at the dataset's size
 
 
-def test_the_small_folder_recipe_augments_what_d_sees_and_mirrors_the_folder(photos, tmp_path):
+@pytest.mark.parametrize("experiment, augment, small", [
+    ("dcgan_small_folder", "DiffAugment", ("data.image_size=32", "model.generator.width=16", "model.discriminator.width=16")),
+    ("r3gan_folder", "ADA", ("data.image_size=32", "model.widths=[8,8,8,8]", "model.cardinalities=[2,2,2,2]",
+                             "model.blocks=[1,1,1,1]")),
+])
+def test_the_folder_recipes_augment_what_d_sees_and_mirror_the_folder(experiment, augment, small, photos, tmp_path):
     root, _ = photos
-    fit(make_cfg(*folder_run(root, "experiment=dcgan_small_folder", "data.image_size=32", "data.batch_size=16",
-                             "model.generator.width=16", "model.discriminator.width=16"), run_dir=tmp_path))
+    fit(make_cfg(*folder_run(root, f"experiment={experiment}", "data.batch_size=16", *small), run_dir=tmp_path))
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["global_step"] == 12 and checkpoint["config"]["augment"]["_target_"].endswith("DiffAugment")
+    assert checkpoint["global_step"] == 12 and checkpoint["config"]["augment"]["_target_"].endswith(augment)
     assert checkpoint["config"]["data"]["mirror"] is True
     assert any(k.startswith("generator_ema.") for k in checkpoint["state_dict"])
     seen = events(tmp_path).Images("reals_seen")
@@ -243,6 +247,23 @@ def test_fake_cifar10_loads_trains_dcgan_and_is_scored_with_its_classifier(tmp_p
 
     scores = evaluate(Args(ckpt=str(tmp_path / "run"), n=100))
     assert scores["n"] == 100 and scores["floor"]["fid"] < scores["fid"]  # real images score better than 12 iterations
+
+
+SMALL_R3GAN_NETS = ("model.cardinalities=[2,2,2,2]", "model.blocks=[1,1,1,1]")
+
+
+@pytest.mark.parametrize("experiment, small", [
+    ("sngan_resnet_cifar10", ("model.width=4",)),
+    ("r3gan_cifar10", ("model.widths=[8,8,8,8]", *SMALL_R3GAN_NETS, "schedule.kimg=0.2")),  # its 20,000 kimg: no visible move
+    ("r3gan_cifar10", ("model.widths=[8,8,8,8]", *SMALL_R3GAN_NETS, "schedule.kimg=0.2", "model.conditional=false")),
+])
+def test_the_residual_cifar10_recipes_train_with_their_schedules(experiment, small, tmp_path):
+    write_fake_cifar10(tmp_path)
+    fit(make_cfg(*quick(f"experiment={experiment}", f"data.root={tmp_path}", "data.batch_size=16", *small),
+                 run_dir=tmp_path / "run"))
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    lrs = [e.value for e in events(tmp_path / "run").Scalars("train/lr_g")]
+    assert checkpoint["global_step"] == 12 and lrs == sorted(lrs, reverse=True) and lrs[-1] < lrs[0]  # decaying
 
 
 def test_a_crafted_cifar_file_is_refused_without_running_it(tmp_path):

@@ -76,6 +76,18 @@ def test_image_shape_must_match_the_files(mnist_root):
         dm.setup("fit")
 
 
+def test_padding_frames_every_image_in_black_for_training_and_metrics_alike(mnist_root):
+    plain, padded = MNISTDataModule(root=mnist_root), MNISTDataModule(root=mnist_root, pad=2, image_shape=(1, 32, 32))
+    for train in (True, False):
+        (a, labels_a), (b, labels_b) = plain.split(train), padded.split(train)
+        assert b.shape[1:] == (1, 32, 32) and torch.equal(b[:, :, 2:-2, 2:-2], a) and torch.equal(labels_a, labels_b)
+        assert b[:, :, :2].max() == 0 and b[:, :, :, -2:].max() == 0
+    padded.setup("fit")
+    assert padded.images.shape[1:] == (1, 32, 32)
+    with pytest.raises(UserError, match=r"data.image_shape=\[1, 28, 28\] but the MNIST images are \[1, 32, 32\] with data.pad=2"):
+        MNISTDataModule(root=mnist_root, pad=2).setup("fit")
+
+
 def test_num_classes_in_the_config_must_match_the_dataset(mnist_root):
     with pytest.raises(UserError, match="data.num_classes=7 but MNIST has 10 classes"):
         MNISTDataModule(root=mnist_root, num_classes=7)

@@ -17,7 +17,7 @@ from gan.engine.chunks import chunk_length, event_intervals, iterations_per_step
 from gan.engine.cuda_graphs import GraphedIterations, reason_not_to_capture
 from gan.module import GAN
 from gan.training.fit import fit
-from tests.helpers import events, make_cfg
+from tests.helpers import SMALL_R3GAN, SMALL_RESNET, events, make_cfg
 
 
 def test_chunks_end_on_every_event_and_at_max_steps():
@@ -84,10 +84,23 @@ CONFIGURATIONS = {
     "wgan_gp": ["experiment=wgan_gp_mnist", "trainer.max_steps=40", "model.generator.width=8",
                 "model.discriminator.width=8"],
     "ema": ["gan.ema_decay=0.9", "gan.fakes_mode=train", "trainer.max_steps=120"],
+    "resnet": [*SMALL_RESNET, "trainer.max_steps=40"],
+    "r3gan": [*SMALL_R3GAN, "trainer.max_steps=40"],
+    # R3GAN's schedules over 800 images (25 iterations of 32), ADA's p among them
+    "schedule": [*SMALL_R3GAN, "augment=ada", "augment.target=null", "schedule.kimg=0.8", "schedule.lr=1e-5",
+                 "schedule.beta2=0.99", "schedule.r1_gamma=0.005", "schedule.r2_gamma=0.005", "schedule.ema_kimg=0.3",
+                 "schedule.aug_p=0.5", "trainer.max_steps=40"],
 }
 
 
-@pytest.mark.parametrize("name", list(CONFIGURATIONS))
+RESIDUAL = ("resnet", "r3gan", "schedule")  # minutes of CPU between them: run with the slow tests
+
+
+def names(*chosen: str) -> list:
+    return [pytest.param(n, marks=pytest.mark.slow) if n in RESIDUAL else n for n in chosen]
+
+
+@pytest.mark.parametrize("name", names(*CONFIGURATIONS))
 def test_seven_iterations_per_step_are_seven_steps_bit_for_bit(name, mnist_root, tmp_path):
     one = run(tmp_path, "one", 1, *CONFIGURATIONS[name])
     seven = run(tmp_path, "seven", 7, *CONFIGURATIONS[name])
@@ -96,10 +109,11 @@ def test_seven_iterations_per_step_are_seven_steps_bit_for_bit(name, mnist_root,
     assert steps[:3] == [5, 10, 15]
 
 
-def test_resuming_a_checkpoint_taken_mid_chunk_plan_matches_the_uninterrupted_run(mnist_root, tmp_path):
-    straight = run(tmp_path, "straight", 7, "trainer.max_steps=40")
-    resumed = run(tmp_path, "resumed", 7, "trainer.max_steps=40",
-                  f"ckpt_path={straight / 'checkpoints' / 'step_000018.ckpt'}")
+@pytest.mark.parametrize("name", names("seed", "r3gan", "schedule"))
+def test_resuming_a_checkpoint_taken_mid_chunk_plan_matches_the_uninterrupted_run(name, mnist_root, tmp_path):
+    recipe = [*CONFIGURATIONS[name][:-1], "trainer.max_steps=40"]
+    straight = run(tmp_path, "straight", 7, *recipe)
+    resumed = run(tmp_path, "resumed", 7, *recipe, f"ckpt_path={straight / 'checkpoints' / 'step_000018.ckpt'}")
     a, b = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (straight, resumed))
     assert a["global_step"] == b["global_step"] == 40
     assert_same_tensors(a["state_dict"], b["state_dict"])
@@ -146,7 +160,7 @@ def train(cfg, k: int, max_steps: int, callbacks: list) -> tuple[GAN, pl.Trainer
     trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False, log_every_n_steps=5,
                          enable_progress_bar=any(isinstance(c, IterationProgressBar) for c in callbacks),
                          enable_model_summary=False, callbacks=callbacks)
-    trainer.fit(module, datamodule=instantiate(cfg.data, iterations_per_step=k))
+    trainer.fit(module, datamodule=instantiate(cfg.data, iterations_per_step=k, batches_per_step=GAN.real_batches(cfg)))
     return module, trainer
 
 
@@ -157,12 +171,26 @@ def test_graph_runner_logic_matches_eager_training_and_recaptures_when_the_learn
     graphed, trainer = train(cfg, k=7, max_steps=30, callbacks=[ChangeLearningRate(20), EagerCapture()])
     assert trainer.global_step == 30
     runner = graphed.execution.graphed
-    assert (runner.eager_iterations, runner.replays, runner.captures) == (3, 27, 2)  # warm-up, replays, one re-capture
+    assert (runner.eager_iterations, runner.replayed, runner.captures) == (3, 27, 2)  # warm-up, replays, one re-capture
     assert_same_tensors(eager.state_dict(), graphed.state_dict())
     for a, b in zip(eager.optimizers(), graphed.optimizers()):
         assert_same_tensors(a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"])
         assert all(g["capturable"] for g in b.optimizer.param_groups)
     assert float(trainer.callback_metrics["loss/d"]) == float(eager.trainer.callback_metrics["loss/d"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, patterns", [("resnet", 1), ("r3gan", 2)])
+def test_graph_runner_logic_replays_each_residual_recipe_as_eager_training(name, patterns, mnist_root, tmp_path):
+    """R3GAN's lazy penalties make two kinds of iteration (with and without them): one capture each."""
+    cfg = make_cfg("trainer=cpu", *CONFIGURATIONS[name][:-1], run_dir=tmp_path)
+    eager, _ = train(cfg, k=7, max_steps=30, callbacks=[])
+    graphed, trainer = train(cfg, k=7, max_steps=30, callbacks=[EagerCapture()])
+    runner = graphed.execution.graphed
+    assert (runner.eager_iterations, runner.replayed, runner.captures) == (3, 27, patterns)
+    assert_same_tensors(eager.state_dict(), graphed.state_dict())
+    for a, b in zip(eager.optimizers(), graphed.optimizers()):
+        assert_same_tensors(a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"])
 
 
 def test_event_intervals_come_from_the_trainer_and_every_callback(mnist_root, tmp_path):

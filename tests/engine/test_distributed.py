@@ -19,7 +19,7 @@ import torch
 from gan.errors import UserError
 from gan.run.signals import PREEMPT
 from gan.training.schema import validate
-from tests.helpers import DATA_ROOT, ROOT, events, make_cfg, quick
+from tests.helpers import DATA_ROOT, ROOT, SMALL_R3GAN, SMALL_RESNET, events, make_cfg, quick
 
 pytestmark = pytest.mark.usefixtures("mnist_root")
 
@@ -29,7 +29,8 @@ pytestmark = pytest.mark.usefixtures("mnist_root")
 # Adam runs agree only to ~lr after 20 iterations, which would hide a real mismatch.
 SHORT = ("optimizer=sgd", "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=20", "trainer.log_every_n_steps=5",
          "sample_every=10", "eval_every=0", "callbacks.checkpoint.every_n_train_steps=10",
-         "callbacks.progress_bar.refresh_rate=0", "model.generator.batch_norm=false", "data.batch_size=32")
+         "callbacks.progress_bar.refresh_rate=0", "data.batch_size=32", "model.generator.batch_norm=false")
+NORM_FREE = SHORT[:-1]  # for networks that have no normalisation to switch off (R3GAN)
 RECIPES = {
     "seed": (),
     # lr 1e-3: at SGD's 1e-2 the conditional GAN amplifies a mean's last bits chaotically (6e-4 apart by iteration 10
@@ -39,6 +40,8 @@ RECIPES = {
     # each process augments its slice with its rows of the global draws; ADA's counts are summed over the processes
     "diffaug": ("augment=diffaug", "optimizer.lr=1e-3"),  # at 1e-2 its last-bit differences grow to 3e-5 by iteration 20
     "ada": ("augment=ada", "augment.kimg=0.5"),
+    "resnet": (*SMALL_RESNET, "optimizer.lr=1e-3"),  # G without BatchNorm, as every recipe here
+    "r3gan": (*SMALL_R3GAN, "optimizer.lr=1e-3"),  # G's step on its own real batch, lazy R1 + R2, the EMA warm-up
 }
 DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
                    "GROUP_RANK", "PL_GLOBAL_SEED", "OMP_NUM_THREADS")
@@ -82,7 +85,7 @@ def runs(tmp_path_factory) -> dict[tuple[str, int], Path]:
     for recipe, overrides in RECIPES.items():
         for devices in (2, 1):
             cwd = tmp_path_factory.mktemp(f"{recipe}-{devices}")
-            done = train(cwd, *SHORT, f"trainer.devices={devices}", *overrides)
+            done = train(cwd, *(NORM_FREE if recipe == "r3gan" else SHORT), f"trainer.devices={devices}", *overrides)
             assert done.returncode == 0, done.stderr[-3000:]
             folders[recipe, devices] = the_run(cwd)
     return folders

@@ -14,11 +14,12 @@ from gan.config.signatures import parameters
 from gan.errors import UserError
 from gan.module import GAN
 from gan.training.schema import validate
-from tests.helpers import CONF, make_cfg, run_cli
+from tests.helpers import CONF, PADDED_MNIST, make_cfg, run_cli
 
 GROUPS = ["data", "model", "loss", "augment", "optimizer", "trainer", "logger", "callbacks", "experiment", "hparams_search",
           "debug"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
+NEEDS = {("model", "resnet"): PADDED_MNIST, ("model", "r3gan"): PADDED_MNIST}
 
 
 def test_every_group_has_options():
@@ -27,7 +28,7 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_validates_and_instantiates(group, option, tmp_path):
-    cfg = make_cfg(f"{group}={option}", run_dir=tmp_path)
+    cfg = make_cfg(f"{group}={option}", *NEEDS.get((group, option), []), run_dir=tmp_path)
     validate(cfg)
     datamodule = instantiate(cfg.data)
     generator, discriminator = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
@@ -94,7 +95,7 @@ def test_shared_and_per_network_learning_rates():
         ("+trainer.max_epochs=2", "trainer.max_epochs", "input should be -1 or None"),
         ("callbacks.samples.nrow=0", "callbacks.samples.nrow", "greater than 0"),
         ("gan.ema_decay=1.5", "gan.ema_decay", "less than 1"),
-        ("model.conditioning=sum", "model.conditioning", "'concat' or 'projection'"),
+        ("model.conditioning=sum", "model.conditioning", "'concat', 'projection' or 'auxiliary'"),
         ("model.noise=gamma", "model.noise", "'normal' or 'uniform'"),
         ("loss.real_label=0", "loss.real_label", "greater than 0"),
         ("loss.r1_gamma=-1", "loss.r1_gamma", "greater than or equal to 0"),
@@ -128,6 +129,17 @@ def test_augmenting_data_that_are_not_grey_or_colour_images_is_refused():
     assert "augment=ADA transforms images of 1 or 3 channels" in message and "data.image_shape=" in message
     assert "\n" not in message
     validate(make_cfg("augment=none", "data.image_shape=[2,28,28]"))  # without augmentation: nothing to refuse here
+
+
+@pytest.mark.parametrize("overrides, hint", [
+    (["gan.ema_decay=0.999", "gan.ema_kimg=10"], "both set the average of G's weights"),
+    (["gan.ema_rampup=0.05"], "warms up the half-life `gan.ema_kimg`, which is null"),
+])
+def test_keys_of_the_average_that_do_not_fit_together_are_one_paragraph(overrides, hint):
+    with pytest.raises(UserError) as err:
+        validate(make_cfg(*overrides))
+    assert hint in str(err.value) and "\n" not in str(err.value)
+    validate(make_cfg("gan.ema_kimg=10", "gan.ema_rampup=0.05"))  # the pair StyleGAN2 uses
 
 
 def test_a_bad_value_reached_through_an_interpolation_names_its_source():

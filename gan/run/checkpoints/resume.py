@@ -19,7 +19,7 @@ from gan.run.checkpoints.files import mismatch
 from gan.run.ranks import requeued_into, slurm_job
 
 log = logging.getLogger(__name__)
-FIXED = ("model.", "data.image_shape", "data.num_classes", "gan.ema_decay")  # the weights' shape and meaning
+FIXED = ("model.", "data.image_shape", "data.num_classes", "gan.ema_decay", "gan.ema_kimg")  # the weights' shape and meaning
 IGNORED = ("run_dir", "ckpt_path")  # differ on every resume by design (as does every path under run_dir)
 
 
@@ -29,6 +29,7 @@ def changes(cfg: DictConfig, saved: FileConfig) -> dict[str, tuple[Any, Any]]:
     before = flatten(saved.values)
     now = flatten(OmegaConf.to_container(cfg, resolve=True))
     in_run_dir = {k for k, v in flatten(OmegaConf.to_container(cfg, resolve=False)).items() if "${run_dir}" in str(v)}
+    before = {**{k: "null" for k, v in now.items() if v == "null"}, **before}  # a key added since, off: what the run had
     return {k: (before.get(k), now.get(k)) for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)
             and not k.startswith(IGNORED) and k not in in_run_dir and k not in saved.unknown}
 
