@@ -226,7 +226,7 @@ class GAN(pl.LightningModule):
         g_loss = self.generator_step(draws.g_noise.to(self.dtype), g_labels, g_opt, draws.g_seen,
                                      reals[-1] if pairs else None, draws.g_real_seen)
         if self.generator_ema is not None:
-            self.update_ema(reals.shape[1] * self.execution.world)
+            self.update_ema(self.execution.draws.batch)  # the global batch, whatever the processes
         return real_logits, fake_logits, g_loss, penalties
 
     def log_train_scalars(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, g_loss: torch.Tensor,

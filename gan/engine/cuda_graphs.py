@@ -79,7 +79,7 @@ def reason_not_to_capture(module, execution) -> str | None:
         return f"trainer.precision={trainer.precision} (autocast's cast cache does not survive a capture)"
     if execution.through_lightning:
         return execution.through_lightning
-    if getattr(module, "schedule", None) is not None:
+    if module.schedule is not None:
         return "a schedule moves values a graph bakes in (the learning rate, ...) every iteration"
     for name, opt in zip(("generator", "discriminator"), module.optimizers()):
         opt = opt.optimizer

@@ -40,13 +40,11 @@ class Execution:
         self.draws: IterationDraws | None = None
         self.replicas: tuple[nn.Module, nn.Module] | None = None  # G and D as several processes step them
         self.graphed: GraphedIterations | None = None
-        self.world = 1  # processes sharing the global batch
 
     def start(self, module: pl.LightningModule) -> None:
         trainer = self.trainer = module.trainer
         self.through_lightning = lightning_steps_reason(trainer)
         data, loss = trainer.datamodule, module.loss
-        self.world = trainer.world_size
         self.draws = IterationDraws(module.generator, module.n_critic, data.batch_size, data.seed, module.device,
                                     rank=trainer.global_rank, world=trainer.world_size, penalty=bool(loss.gp_weight),
                                     augment=module.augment, size=tuple(module.generator.out_shape[-2:]),
