@@ -5,6 +5,7 @@
     python -m gan.bench mode=writes [rounds=R]         # a checkpoint written whole vs by Lightning; cache checks
     python -m gan.bench mode=augment [models=...] [rounds=R]  # what augmenting D's images costs per iteration
     python -m gan.bench mode=data_efficiency [models=...] [sweeps=[...]]  # FID on MNIST subsets, by augmentation
+    python -m gan.bench mode=equal_time [models=dcgan,sngan_resnet,r3gan] [minutes=20] [seeds=1,2]  # FID at equal wall clock
 
 For each model (the seed MLP, the DCGAN recipe, SNGAN's ResNet, R3GAN) one runner fit cycles through blocks of
 iterations, in one process, so that a machine whose speed drifts (a shared VM) affects all
@@ -305,6 +306,111 @@ def data_efficiency(args: Args) -> None:
             print(f"| {'60,000' if subset == 'null' else f'{int(subset):,}'} | " + " | ".join(row) + f" | {minutes} |")
 
 
+# mode=equal_time: each model's recipe on MNIST at a size a CPU trains in minutes, and the pilot's two lengths.
+EQUAL_TIME = {"dcgan": (["experiment=dcgan_mnist"], (20, 120)),
+              "sngan_resnet": (["experiment=sngan_resnet_cifar10", *PADDED_MNIST, "model.width=8"], (5, 25)),
+              "r3gan": (["experiment=r3gan_cifar10", *PADDED_MNIST, "model.conditional=false", "data.mirror=false",
+                         "augment=none", "schedule.aug_p=null", "schedule.kimg=null", "schedule.ema_kimg=null",
+                         "gan.ema_kimg=10", "gan.ema_rampup=0.05", "model.widths=[32,32,32,32]",
+                         "model.cardinalities=[4,4,4,4]", "data.batch_size=64"], (5, 25))}
+
+
+def train_pair(recipe: list[str], steps: int, minutes: float, seeds: list[int], folder: Path) -> list[Path]:
+    """One `python train.py` per seed, all at once, each on one thread (the machine's cores
+    shared as a user running seeds side by side would), capped at `minutes` of training (and 5%)
+    by Lightning's max_time. Returns the run folders."""
+    runs = [folder / f"seed{seed}" for seed in seeds]
+    procs = [subprocess.Popen([sys.executable, str(CONF.parent / "train.py"), *recipe, f"seed={seed}",
+                               f"trainer.max_steps={steps}", f"+trainer.max_time={clock(minutes * 63)}",
+                               f"hydra.run.dir={run_dir}", "threads=1", "eval_every=0", "sample_every=0", "logger=none",
+                               "callbacks.progress_bar.refresh_rate=0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=functools.partial(die_with_parent, os.getpid()))
+             for seed, run_dir in zip(seeds, runs)]
+    for proc, run_dir in zip(procs, runs):
+        _, err = proc.communicate()
+        if proc.returncode:
+            raise UserError(f"{run_dir} failed ({proc.returncode}): {err[-3000:]}")
+    return runs
+
+
+def clock(seconds: float) -> str:
+    """Lightning's max_time as DD:HH:MM:SS (a dict from the command line reaches it as a DictConfig)."""
+    s = int(seconds)
+    return f"{s // 86400:02d}:{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def seconds_in_fit(run: Path) -> float:
+    facts = read_status(run)
+    return facts["ended"] - facts["started"]
+
+
+def equal_time(args: Args) -> None:
+    """Each model trained for the same wall-clock budget (`minutes` of training per run), two seeds
+    side by side on one thread each, then its final FID (the EMA generator where the recipe keeps
+    one) against the 10,000 test images, as mean ± std over the seeds. The iterations a run is
+    given come from a pilot: two short runs of each model, side by side like the real ones, whose
+    difference is the seconds per iteration without start-up; the schedules (SNGAN's linear decay,
+    R3GAN's cosine) then end where the budget does. max_time caps the training either way.
+    Runs go to `outputs/bench/equal-time-<time>/<model>/seed<s>`; `sweeps=[that folder]` scores
+    and prints finished runs instead."""
+    from gan.evaluate import Args as Scoring  # noqa: PLC0415 (the scoring's imports only here)
+    from gan.evaluate import evaluate
+
+    models = args.models.split(",") if args.models != "seed,dcgan" else list(EQUAL_TIME)
+    seeds = [s.strip() for s in str(args.seeds).split(",")]
+    if (set(models) - set(EQUAL_TIME) or not all(s.isdigit() for s in seeds) or not args.minutes > 0
+            or len(args.sweeps) > 1 or (args.sweeps and not Path(args.sweeps[0]).is_dir())):
+        raise UserError(f"models={args.models} seeds={args.seeds} minutes={args.minutes} sweeps={args.sweeps}: mode=equal_time "
+                        f"takes models among {', '.join(EQUAL_TIME)}, seeds as integers 0 or more separated by commas, "
+                        f"minutes above 0, and at most one finished folder in sweeps.")
+    seeds = [int(s) for s in seeds]
+    top = Path(args.sweeps[0]) if args.sweeps else CONF.parent / "outputs" / "bench" / time.strftime("equal-time-%Y%m%d-%H%M%S")
+    if not args.sweeps:
+        for model in models:
+            recipe, (short, long) = EQUAL_TIME[model]
+            recipe = [*recipe, *args.overrides]
+            pilot = {n: train_pair(recipe, n, args.minutes, seeds, top / "pilot" / f"{model}-{n}") for n in (short, long)}
+            fit_s = {n: statistics.mean(seconds_in_fit(run) for run in runs) for n, runs in pilot.items()}
+            per_step = (fit_s[long] - fit_s[short]) / (long - short)
+            overhead = max(fit_s[short] - short * per_step, 0.0)
+            steps = max(int(0.97 * (args.minutes * 60 - overhead) / per_step), 1)  # a margin, so max_steps ends it
+            print(f"{model}: {per_step:.3f} s per iteration (pilot, {len(seeds)} side by side), {overhead:.0f} s "
+                  f"outside iterations: {steps} iterations in {args.minutes:g} min", flush=True)
+            train_pair(recipe, steps, args.minutes, seeds, top / model)
+    print(f"\nruns in {top}; each on 1 thread, {len(seeds)} side by side; FID on the project's MNIST classifier features, "
+          f"10,000 samples against the 10,000 test images; mean ± std over seeds")
+    print("| model | recipe | G / D parameters | iterations | real images drawn | minutes per run | FID |")
+    print("|---|---|---|---|---|---|---|")
+    for model in models:
+        runs = sorted((top / model).glob("seed*/status.json"))
+        if not runs:
+            continue
+        chosen = [o for o in read_yaml(runs[0].parent / ".hydra" / "overrides.yaml")
+                  if o.split("=", 1)[0].lstrip("+~") not in RUN_KEYS]
+        cfg = config_of(chosen)
+        module = GAN.from_config(cfg)
+        sizes = " / ".join(f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M"
+                           for net in (module.generator, module.discriminator))
+        steps = [read_status(r.parent)["metrics"]["global_step"] for r in runs]
+        planned = read_yaml(runs[0].parent / ".hydra" / "config.yaml")["trainer"]["max_steps"]
+        minutes = [seconds_in_fit(r.parent) / 60 for r in runs]
+        fids = [evaluate(Scoring(ckpt=str(r.parent)))["fid"] for r in runs]
+        images = statistics.mean(steps) * cfg.data.batch_size * GAN.real_batches(cfg)
+        spread = f" ± {statistics.stdev(fids):.1f}" if len(fids) > 1 else ""
+        print(f"| {model} | `{' '.join(chosen)}` | {sizes} | {statistics.mean(steps):.0f} of {planned} | {images / 1e3:.0f} k "
+              f"| {statistics.mean(minutes):.1f} | {statistics.mean(fids):.1f}{spread} ({len(fids)}) |", flush=True)
+
+
+RUN_KEYS = ("seed", "trainer.max_steps", "trainer.max_time", "hydra.run.dir", "threads", "eval_every", "sample_every", "logger",
+            "callbacks.progress_bar.refresh_rate")  # what train_pair sets per run, not the recipe
+
+
+def config_of(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=[*overrides, "run_dir=/nonexistent"])
+
+
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
 
@@ -368,22 +474,26 @@ def gemm_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
 
 @dataclass
 class Args:
-    mode: str = "interleaved"  # interleaved: default, hand, eager blocks in one fit | train: a whole train.py | writes | augment
+    mode: str = "interleaved"  # interleaved | train | writes | augment | data_efficiency | equal_time (see the top)
     device: str = "auto"  # cpu | cuda | auto (cuda when there is one)
-    models: str = "seed,dcgan"  # comma-separated: seed, dcgan, sngan_resnet, r3gan
+    models: str = "seed,dcgan"  # comma-separated: seed, dcgan, sngan_resnet, r3gan (mode=equal_time: all but seed)
     block: int = 0  # iterations per block (0: 500 on CUDA; 100 seed, 10 DCGAN on CPU)
     rounds: int = 5  # rounds of (default, hand, eager) blocks, after one warm-up block
     overrides: list[str] = field(default_factory=list)  # config overrides for every run: [data.batch_size=64,...]
-    sweeps: list[str] = field(default_factory=list)  # mode=data_efficiency: finished sweep folders to read, not run
+    sweeps: list[str] = field(default_factory=list)  # mode=data_efficiency, equal_time: finished folders to read, not run
+    minutes: float = 20.0  # mode=equal_time: the training budget of each run
+    seeds: str = "1,2"  # mode=equal_time: the seeds, trained side by side
 
 
 def bench(args: Args) -> None:
-    modes = ("interleaved", "train", "writes", "augment", "data_efficiency")
+    modes = ("interleaved", "train", "writes", "augment", "data_efficiency", "equal_time")
     if args.mode not in modes or args.device not in ("auto", "cpu", "cuda"):
         raise UserError(f"mode={args.mode} device={args.device}: mode is one of {', '.join(modes)}; device cpu, cuda "
                         f"or auto.")
     if args.mode == "data_efficiency":
         return data_efficiency(args)
+    if args.mode == "equal_time":
+        return equal_time(args)
     if args.mode == "train":
         return train_py(args.overrides)
     if args.mode == "writes":

@@ -47,7 +47,7 @@ def grid_columns(nrow: int, side: int) -> int:
 
 class SampleGrid(pl.Callback):
     """An nrow x nrow grid of G(z) for one *fixed* noise batch, every `every_n_steps` GAN
-    iterations and at the end: TensorBoard image `samples` (as generated) and
+    iterations (0: only at the end) and at the end: TensorBoard image `samples` (as generated) and
     `<dirpath>/<step, 6 digits>.png` (enlarged, with the iteration written on it).
     A conditional generator gets one row per class instead (the first 10), `nrow` samples wide,
     the same noise down each column. Large images get fewer columns (`grid_columns`). The EMA
@@ -59,7 +59,7 @@ class SampleGrid(pl.Callback):
     training noise) and is saved in checkpoints, so a resumed run keeps drawing the same grid.
     """
 
-    def __init__(self, dirpath: str, every_n_steps: PosInt = 200, nrow: PosInt = 5, seed: NonNegInt = 0):
+    def __init__(self, dirpath: str, every_n_steps: NonNegInt = 200, nrow: PosInt = 5, seed: NonNegInt = 0):
         self.dirpath, self.every_n_steps, self.nrow, self.seed = Path(dirpath), every_n_steps, nrow, seed
         self.noise: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
@@ -87,7 +87,7 @@ class SampleGrid(pl.Callback):
         self.write_seen(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
             self.write(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -13,7 +13,7 @@ from dataclasses import fields
 import pytest
 from omegaconf import OmegaConf
 
-from gan import evaluate, generate, report
+from gan import bench, evaluate, generate, report
 from gan.training.fit import fit
 from tests.helpers import ROOT, make_cfg, quick
 
@@ -84,6 +84,12 @@ def test_report_of_a_folder_without_jobs_or_that_does_not_exist(tmp_path, monkey
     for folder in (tmp_path, tmp_path / "nope"):
         message = command_error(report.main, [f"sweep={folder}"], monkeypatch, capsys)
         assert f"{folder}: no sweep jobs there" in message
+
+
+@pytest.mark.parametrize("arg", ["models=dcgan,stylegan", "seeds=1,two", "minutes=0", "sweeps=[/no/such/folder]"])
+def test_bad_equal_time_arguments_are_one_paragraph(arg, monkeypatch, capsys):
+    message = command_error(bench.main, ["mode=equal_time", arg], monkeypatch, capsys)
+    assert f"{arg.split('=')[0]}=" in message and "mode=equal_time takes models among dcgan, sngan_resnet, r3gan" in message
 
 
 @pytest.mark.parametrize("command, flag", [("gan.evaluate", "--help"), ("gan.generate", "-h")])

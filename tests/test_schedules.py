@@ -71,6 +71,8 @@ def test_without_a_schedule_nothing_moves(mnist_root):
 @pytest.mark.parametrize("overrides, hint", [
     (["schedule.aug_p=0.5"], "moves `augment.p`, which this config does not set to a number"),
     (["augment=ada", "schedule.aug_p=0.5"], "which augment.target steers itself"),
+    (["experiment=r3gan_cifar10", "augment=none"], "moves `augment.p`, which this config does not set to a number"),
+    (["augment=none", "+augment.p=0.3"], "`augment.p` is not an argument of gan.augment.NoAugment"),
     (["schedule.ema_kimg=5"], "moves `gan.ema_kimg`"),
     (["schedule.shape=step"], "input should be 'cosine' or 'linear'"),
     (["+schedule.lrr=1"], "`schedule.lrr` is not a known key"),
@@ -79,3 +81,12 @@ def test_a_schedule_that_cannot_run_is_one_paragraph(overrides, hint):
     with pytest.raises(UserError) as err:
         validate(make_cfg(*overrides))
     assert hint in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("overrides", [["augment=ada_scheduled", "schedule.aug_p=0.4"],
+                                       ["experiment=r3gan_cifar10", "augment=none", "schedule.aug_p=null"]])
+def test_the_recipe_swaps_its_augmentation_as_one_option(overrides):
+    """R3GAN's fixed-p ADA is an option of its own, so `augment=none` leaves no ADA key behind."""
+    cfg = make_cfg(*overrides)
+    validate(cfg)
+    assert instantiate(cfg.augment).__class__.__name__ == ("ADA" if "augment=ada_scheduled" in overrides else "NoAugment")

@@ -20,6 +20,9 @@ from torch import nn
 class Augment(nn.Module):
     """The interface, and the identity: D sees the images as they are."""
 
+    def __init__(self) -> None:
+        super().__init__()  # takes no arguments: the config check refuses keys left over from another option
+
     def describe(self, channels: int) -> str:
         """One log line: what D's images go through, for images of `channels` channels."""
         return "none"

@@ -202,6 +202,12 @@ def test_event_intervals_come_from_the_trainer_and_every_callback(mnist_root, tm
     assert event_intervals(trainer) == [50, 200, 500]
 
 
+def test_sample_every_0_writes_only_the_final_grid(mnist_root, tmp_path):
+    """A timed benchmark turns the grids off without losing the last one (k=7: chunks ignore the 0)."""
+    run_dir = run(tmp_path, "end-only", 7, "sample_every=0", "trainer.max_steps=12")
+    assert sorted(p.name for p in (run_dir / "images").glob("*.png")) == ["000012.png"]
+
+
 def test_the_progress_bar_counts_gan_iterations(mnist_root, tmp_path):
     bar = IterationProgressBar(refresh_rate=5)
     shown = []
