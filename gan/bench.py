@@ -54,6 +54,7 @@ from gan.processes import die_with_parent
 from gan.run.status import read_status
 from gan.training import resolvers
 from gan.training.fit import fit
+from gan.training.sizing import numel
 
 PADDED_MNIST = ["data=mnist", "data.pad=2", "data.image_shape=[1,32,32]"]  # CIFAR-10 is not on every machine
 # The residual recipes' networks at their default size, on MNIST padded to 32 px, r3gan_cifar10 with a smaller batch
@@ -289,7 +290,7 @@ def data_efficiency(args: Args) -> None:
         recipe = (chosen.get("experiment", "the default recipe") + (" (width 16)" if "model.generator.width" in chosen else "")
                   + f", {chosen.get('trainer.max_steps', '?')} iterations")
         key = (recipe, chosen.get("data.subset", "null"), chosen.get("augment", "none"))
-        runs.setdefault(key, []).append((facts["metrics"]["metrics/fid"], facts["ended"] - facts["started"]))
+        runs.setdefault(key, []).append((facts["metrics"]["metrics/fid"], seconds_in_fit(facts)))
     for recipe in sorted({k[0] for k in runs}):
         cells = {k[1:]: v for k, v in runs.items() if k[0] == recipe}
         print(f"\n{recipe}: final FID (project classifier features), mean ± std over seeds (n)")
@@ -340,8 +341,8 @@ def clock(seconds: float) -> str:
     return f"{s // 86400:02d}:{s // 3600 % 24:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def seconds_in_fit(run: Path) -> float:
-    facts = read_status(run)
+def seconds_in_fit(facts: dict) -> float:
+    """A finished run's training time, from its status.json facts."""
     return facts["ended"] - facts["started"]
 
 
@@ -371,7 +372,7 @@ def equal_time(args: Args) -> None:
             recipe, (short, long) = EQUAL_TIME[model]
             recipe = [*recipe, *args.overrides]
             pilot = {n: train_pair(recipe, n, args.minutes, seeds, top / "pilot" / f"{model}-{n}") for n in (short, long)}
-            fit_s = {n: statistics.mean(seconds_in_fit(run) for run in runs) for n, runs in pilot.items()}
+            fit_s = {n: statistics.mean(seconds_in_fit(read_status(run)) for run in runs) for n, runs in pilot.items()}
             per_step = (fit_s[long] - fit_s[short]) / (long - short)
             overhead = max(fit_s[short] - short * per_step, 0.0)
             steps = max(int(0.97 * (args.minutes * 60 - overhead) / per_step), 1)  # a margin, so max_steps ends it
@@ -388,13 +389,13 @@ def equal_time(args: Args) -> None:
             continue
         chosen = [o for o in read_yaml(runs[0].parent / ".hydra" / "overrides.yaml")
                   if o.split("=", 1)[0].lstrip("+~") not in RUN_KEYS]
-        cfg = config_of(chosen)
+        cfg = compose_train(*chosen, "run_dir=/nonexistent")
         module = GAN.from_config(cfg)
-        sizes = " / ".join(f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M"
-                           for net in (module.generator, module.discriminator))
-        steps = [read_status(r.parent)["metrics"]["global_step"] for r in runs]
+        sizes = " / ".join(f"{numel(net) / 1e6:.2f} M" for net in (module.generator, module.discriminator))
+        facts = [read_status(r.parent) for r in runs]
+        steps = [f["metrics"]["global_step"] for f in facts]
         planned = read_yaml(runs[0].parent / ".hydra" / "config.yaml")["trainer"]["max_steps"]
-        minutes = [seconds_in_fit(r.parent) / 60 for r in runs]
+        minutes = [seconds_in_fit(f) / 60 for f in facts]
         fids = [evaluate(Scoring(ckpt=str(r.parent)))["fid"] for r in runs]
         images = statistics.mean(steps) * cfg.data.batch_size * GAN.real_batches(cfg)
         spread = f" ± {statistics.stdev(fids):.1f}" if len(fids) > 1 else ""
@@ -406,9 +407,10 @@ RUN_KEYS = ("seed", "trainer.max_steps", "trainer.max_time", "hydra.run.dir", "t
             "callbacks.progress_bar.refresh_rate")  # what train_pair sets per run, not the recipe
 
 
-def config_of(overrides: list[str]):
+def compose_train(*overrides: str):
+    """The training config `python train.py OVERRIDES` would get (without the hydra node)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=[*overrides, "run_dir=/nonexistent"])
+        return compose("train", overrides=list(overrides))
 
 
 def device_name(device: torch.device) -> str:
@@ -422,9 +424,7 @@ def block_length(args: Args, model: str, device: torch.device) -> int:
 
 def config(model: str, device: str, *overrides: str, run_dir: str):
     accelerator = "gpu" if device == "cuda" else "cpu"
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=[*MODELS[model], f"run_dir={run_dir}", f"trainer.accelerator={accelerator}",
-                                           "eval_every=0", *overrides])
+    return compose_train(*MODELS[model], f"run_dir={run_dir}", f"trainer.accelerator={accelerator}", "eval_every=0", *overrides)
 
 
 def hand_setup(model: str, device: str, *overrides: str):

@@ -47,7 +47,7 @@ def grid_columns(nrow: int, side: int) -> int:
 
 class SampleGrid(pl.Callback):
     """An nrow x nrow grid of G(z) for one *fixed* noise batch, every `every_n_steps` GAN
-    iterations (0: only at the end) and at the end: TensorBoard image `samples` (as generated) and
+    iterations and at the end (0: only at the end): TensorBoard image `samples` (as generated) and
     `<dirpath>/<step, 6 digits>.png` (enlarged, with the iteration written on it).
     A conditional generator gets one row per class instead (the first 10), `nrow` samples wide,
     the same noise down each column. Large images get fewer columns (`grid_columns`). The EMA
