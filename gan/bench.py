@@ -6,6 +6,7 @@
     python -m gan.bench mode=augment [models=...] [rounds=R]  # what augmenting D's images costs per iteration
     python -m gan.bench mode=data_efficiency [models=...] [sweeps=[...]]  # FID on MNIST subsets, by augmentation
     python -m gan.bench mode=equal_time [models=dcgan,sngan_resnet,r3gan] [minutes=20] [seeds=1,2]  # FID at equal wall clock
+    python -m gan.bench mode=metrics [device=...] [images=N]  # feature networks' images/s, and what each protocol costs
 
 For each model (the seed MLP, the DCGAN recipe, SNGAN's ResNet, R3GAN) one runner fit cycles through blocks of
 iterations, in one process, so that a machine whose speed drifts (a shared VM) affects all
@@ -38,12 +39,13 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
+import torchvision
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
 from gan.augment import ADA, DiffAugment, NoAugment
 from gan.config import CONF
+from gan.config.building import compose_train
 from gan.config.cli import run
 from gan.config.untrusted import read_yaml
 from gan.data import to_unit
@@ -396,7 +398,7 @@ def equal_time(args: Args) -> None:
         steps = [f["metrics"]["global_step"] for f in facts]
         planned = read_yaml(runs[0].parent / ".hydra" / "config.yaml")["trainer"]["max_steps"]
         minutes = [seconds_in_fit(f) / 60 for f in facts]
-        fids = [evaluate(Scoring(ckpt=str(r.parent)))["fid"] for r in runs]
+        fids = [evaluate(Scoring(ckpt=str(r.parent), memorisation=0))["fid"] for r in runs]
         images = statistics.mean(steps) * cfg.data.batch_size * GAN.real_batches(cfg)
         spread = f" ± {statistics.stdev(fids):.1f}" if len(fids) > 1 else ""
         print(f"| {model} | `{' '.join(chosen)}` | {sizes} | {statistics.mean(steps):.0f} of {planned} | {images / 1e3:.0f} k "
@@ -405,12 +407,6 @@ def equal_time(args: Args) -> None:
 
 RUN_KEYS = ("seed", "trainer.max_steps", "trainer.max_time", "hydra.run.dir", "threads", "eval_every", "sample_every", "logger",
             "callbacks.progress_bar.refresh_rate")  # what train_pair sets per run, not the recipe
-
-
-def compose_train(*overrides: str):
-    """The training config `python train.py OVERRIDES` would get (without the hydra node)."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
 
 
 def device_name(device: torch.device) -> str:
@@ -474,7 +470,7 @@ def gemm_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
 
 @dataclass
 class Args:
-    mode: str = "interleaved"  # interleaved | train | writes | augment | data_efficiency | equal_time (see the top)
+    mode: str = "interleaved"  # interleaved | train | writes | augment | data_efficiency | equal_time | metrics (see the top)
     device: str = "auto"  # cpu | cuda | auto (cuda when there is one)
     models: str = "seed,dcgan"  # comma-separated: seed, dcgan, sngan_resnet, r3gan (mode=equal_time: all but seed)
     block: int = 0  # iterations per block (0: 500 on CUDA; 100 seed, 10 DCGAN on CPU)
@@ -483,10 +479,54 @@ class Args:
     sweeps: list[str] = field(default_factory=list)  # mode=data_efficiency, equal_time: finished folders to read, not run
     minutes: float = 20.0  # mode=equal_time: the training budget of each run
     seeds: str = "1,2"  # mode=equal_time: the seeds, trained side by side
+    images: int = 0  # mode=metrics: images timed per network (0: 2000 on CUDA; 48 for Inception, 2000 for the classifier on CPU)
+
+
+def metrics_cost(args: Args, device: torch.device) -> None:
+    """mode=metrics: images/s of each feature network on MNIST-sized images (28x28 grey, what the
+    Inception protocols resize to 299x299), and from it what each protocol's evaluation costs:
+    its samples every evaluation, the reference split once (then cached). The Inception weights
+    are random ones of the right layout (speed does not depend on their values)."""
+    from gan.metrics.extractor import Classifier
+    from gan.metrics.inception import InceptionFeatures
+    from gan.metrics.protocols import parse
+
+    with tempfile.TemporaryDirectory() as folder:
+        weights = Path(folder) / "inception.pth"
+        torch.save(torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
+                                                   init_weights=False).state_dict(), weights)
+        networks = {"classifier": Classifier((1, 28, 28), 10).eval().to(device).features,
+                    "inception legacy": InceptionFeatures(str(weights), "legacy"),
+                    "inception clean": InceptionFeatures(str(weights), "clean")}
+    print(f"device: {device_name(device)}; images 28x28 grey")
+    rates = {}
+    for name, network in networks.items():
+        count = args.images or (2000 if device.type == "cuda" or name == "classifier" else 48)
+        images = torch.randint(0, 256, (count, 1, 28, 28), dtype=torch.uint8)
+        run = network if name == "classifier" else functools.partial(network.features, device=device)
+        run(images[: min(count, 8)])  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates[name] = count / (time.perf_counter() - start)
+        print(f"  {name:17s} {rates[name]:10.1f} images/s ({count} images)")
+    print("what an evaluation costs (MNIST: 60,000 training and 10,000 test images):")
+    for protocol in map(parse, ("classifier10k_test", "fid10k_test", "fid50k_train", "clean_fid50k_train")):
+        rate = rates["classifier" if protocol.features == "classifier" else f"inception {protocol.resize}"]
+        reference = 60_000 if protocol.reference == "train" else 10_000
+        print(f"  {protocol.name:19s} every evaluation {duration(protocol.n / rate):>12s}; "
+              f"its reference once {duration(reference / rate):>12s}")
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
 def bench(args: Args) -> None:
-    modes = ("interleaved", "train", "writes", "augment", "data_efficiency", "equal_time")
+    modes = ("interleaved", "train", "writes", "augment", "data_efficiency", "equal_time", "metrics")
     if args.mode not in modes or args.device not in ("auto", "cpu", "cuda"):
         raise UserError(f"mode={args.mode} device={args.device}: mode is one of {', '.join(modes)}; device cpu, cuda "
                         f"or auto.")
@@ -503,6 +543,8 @@ def bench(args: Args) -> None:
     device = torch.device(args.device)
     if args.mode == "augment":
         return augment_cost(args, device)
+    if args.mode == "metrics":
+        return metrics_cost(args, device)
     gemm = gemm_rate(args.device)
     print(f"device: {device_name(device)}; float32 GEMM {gemm:.0f} GFLOP/s")
     bench_module = importlib.import_module("gan.bench")  # Hydra builds the callback from gan.bench, not __main__

@@ -35,7 +35,7 @@ from gan.config.cli import run
 from gan.config.untrusted import lookup, read_yaml, shown
 from gan.errors import UserError
 from gan.files import write_atomically, write_text
-from gan.metrics import BETTER, METRICS
+from gan.metrics import BETTER, METRICS, short_tag
 from gan.run.folders import job_order
 from gan.run.status import STATUS_FILE, DamagedStatus, read_status
 
@@ -57,6 +57,7 @@ class Job:
     error: str = ""
     final: dict[str, float] = field(default_factory=dict)  # last value of each scalar
     best_fid: tuple[float, int] | None = None  # (value, iteration)
+    protocol: str | None = None  # what its metrics/* were scored under (None: none logged, or an older run)
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     config_known: bool = True  # False: no readable .hydra/config.yaml, so its optimized_metric is taken as the sweep's
     defects: list[str] = field(default_factory=list)  # "<path>: what is wrong with it", one per damaged or missing file
@@ -188,8 +189,10 @@ def read_events(job: Job) -> None:
                            f"{shown(str(exc), 160)})")
         return
     for tag, curve in scalars.items():
+        short, protocol = short_tag(tag)  # metrics/<protocol>/fid is read as metrics/fid, its protocol kept
         if curve:
-            job.curves[tag], job.final[tag] = curve, curve[-1][1]
+            job.curves[short], job.final[short] = curve, curve[-1][1]
+            job.protocol = protocol or job.protocol
 
 
 def events_defect(path: Path, being_written: bool) -> str | None:
@@ -310,8 +313,9 @@ def ranked(jobs: list[Job], ranking: Ranking) -> list[Job]:
 
 # What a plot's axis calls a logged tag: people read "FID", not "metrics/fid".
 NAMES = {"metrics/fid": "FID", "metrics/kid": "KID", "metrics/is": "Inception score", "metrics/precision": "precision",
-         "metrics/recall": "recall", "metrics/modes_covered": "classes covered", "metrics/kl_uniform": "KL(classes || uniform)",
-         "loss/d": "D loss", "loss/g": "G loss"}
+         "metrics/recall": "recall", "metrics/density": "density", "metrics/coverage": "coverage",
+         "metrics/intra_fid": "intra-class FID", "metrics/modes_covered": "classes covered",
+         "metrics/kl_uniform": "KL(classes || uniform)", "loss/d": "D loss", "loss/g": "G loss"}
 
 
 def axis_name(tag: str) -> str:
@@ -580,7 +584,8 @@ def report(sweep: str) -> Path:
     out = folder / "report"  # made by the first write (gan/files.py), which names the folder if it cannot be
     front = pareto_front(jobs, ways) if len(ways) > 1 else None
     write_tables(rows(jobs, keys, front), out)
-    notes = [ranking.describe(), *(f"Left out {line}." for line in write_plots(jobs, keys, out, ranking))]
+    notes = [ranking.describe(), *protocol_notes(jobs),
+             *(f"Left out {line}." for line in write_plots(jobs, keys, out, ranking))]
     if front is not None:
         notes.append(f"Several objectives ({', '.join(ways)}): ★ marks the {len(front)} jobs of the Pareto front.")
     seeds = seed_rows(jobs, keys, ranking)
@@ -607,6 +612,17 @@ def best_samples(best: Job, ranking: Ranking, out: Path) -> list[str]:
         return [f"Left out best_samples.png: {grids[-1]} could not be read ({type(exc).__name__}: {exc.strerror or exc})."]
     write_atomically(out / "best_samples.png", lambda f: f.write(grid))
     return []
+
+
+def protocol_notes(jobs: list[Job]) -> list[str]:
+    """Which protocol the metrics were scored under; jobs under different ones do not compare."""
+    protocols = sorted({j.protocol for j in jobs if j.protocol})
+    if not protocols:
+        return []
+    if len(protocols) == 1:
+        return [f"Metrics scored under the {protocols[0]} protocol."]
+    named = "; ".join(f"{p}: {', '.join(sorted(j.name for j in jobs if j.protocol == p))}" for p in protocols)
+    return [f"Metrics scored under {len(protocols)} protocols, whose numbers do not compare ({named})."]
 
 
 def defect_notes(jobs: list[Job], defects: list[str], ranking: Ranking) -> list[str]:

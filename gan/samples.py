@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -23,14 +25,18 @@ def balanced_labels(n: int, num_classes: int | None, label: int | None = None) -
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, n: int, seed: int = 0, label: int | None = None, batch_size: int = 1000) -> torch.Tensor:
-    """n samples in [-1, 1] from a fixed noise (same seed, same samples), on the CPU; a
-    conditional generator gets `balanced_labels`."""
+def generated_batches(generator: nn.Module, n: int, seed: int = 0, label: int | None = None,
+                      batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """n samples in [-1, 1] from a fixed noise (same seed, same samples), a batch at a time on
+    the generator's device, with their labels: a conditional generator gets `balanced_labels`."""
     noise = generator.draw_noise(n, torch.Generator().manual_seed(seed))
     labels = balanced_labels(n, generator.num_classes, label)
     parameter = next(generator.parameters())
-    chunks = []
     for i in range(0, n, batch_size):
         y = None if labels is None else labels[i : i + batch_size].to(parameter.device)
-        chunks.append(generator(noise[i : i + batch_size].to(parameter.device, parameter.dtype), y).float().cpu())
-    return torch.cat(chunks)
+        yield generator(noise[i : i + batch_size].to(parameter.device, parameter.dtype), y).float(), y
+
+
+def generate(generator: nn.Module, n: int, seed: int = 0, label: int | None = None, batch_size: int = 1000) -> torch.Tensor:
+    """The n samples of `generated_batches`, on the CPU."""
+    return torch.cat([images.cpu() for images, _ in generated_batches(generator, n, seed, label, batch_size)])

@@ -199,3 +199,16 @@ def killed_with_survivors(process: subprocess.Popen, descendants: set[int] | Non
     while any(alive(p) for p in descendants) and time.monotonic() < deadline:
         time.sleep(0.05)
     return {p for p in descendants if alive(p)}
+
+
+def random_inception_weights(path: Path, seed: int = 0) -> Path:
+    """Inception-v3 weights in the layout of pytorch-fid's (and torch-fidelity's) file, random but
+    fixed: the real file cannot be fetched here. torchvision's network with PyTorch's default
+    init, its convolutions scaled to He's variance so the features neither vanish nor explode."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=False)
+    state = {k: v * 6**0.5 if k.endswith("conv.weight") else v for k, v in net.state_dict().items()}
+    torch.save(state, path)
+    return path

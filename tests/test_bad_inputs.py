@@ -43,7 +43,10 @@ EVALUATE = [
     ("k=0", "k=0: precision and recall need at least 1 neighbour"),
     ("k=-1", "k=-1: precision and recall need at least 1 neighbour"),
     ("seed=-1", "seed=-1: the evaluation noise seed must be 0 or more"),
-    ("features=nosuch", "features=nosuch: choose classifier"),
+    ("protocol=fid10k_val", "protocol=fid10k_val is not an evaluation protocol: a protocol reads <family><count>_<reference>"),
+    ("features=inception", "Key 'features' not in 'Args'"),  # the protocol names the network now
+    ("memorisation=-1", "memorisation=-1: the number of samples checked for copies"),
+    ("ref=/no/such.npz", "ref=/no/such.npz: no such file (reference statistics are a .npz of mu and sigma"),
     ("n=abc", "Value 'abc' of type 'str' could not be converted to Integer full_key: n"),
     ("nosuch=1", "Key 'nosuch' not in 'Args'"),
     ("best=true", "no checkpoint there (give a .ckpt file or a run folder holding checkpoints/best_fid.ckpt)"),
@@ -84,6 +87,18 @@ def test_report_of_a_folder_without_jobs_or_that_does_not_exist(tmp_path, monkey
     for folder in (tmp_path, tmp_path / "nope"):
         message = command_error(report.main, [f"sweep={folder}"], monkeypatch, capsys)
         assert f"{folder}: no sweep jobs there" in message
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["out=x.png"], "out=x.png: reference statistics are written as .npz"),
+    (["out=a.npz", "protocol=fid50k"], "protocol=fid50k is not an evaluation protocol"),
+    (["out=a.npz", "data=nosuch"], "Could not find 'data/nosuch'"),
+    (["protocol=classifier10k_test"], "missing mandatory value: out full_key: out object_type=StatsArgs. Usage: python -m "
+                                      "gan.evaluate stats out=<out> [data=mnist]"),
+    (["out=a.npz", "data.nosuch=1"], "Could not override 'data.nosuch'"),
+])
+def test_bad_stats_arguments_are_one_paragraph(args, expected, monkeypatch, capsys):
+    assert expected in command_error(evaluate.main, ["stats", *args], monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("arg", ["models=dcgan,stylegan", "seeds=1,two", "minutes=0", "sweeps=[/no/such/folder]"])

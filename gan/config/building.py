@@ -8,11 +8,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from hydra.errors import InstantiationException
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException, InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.optim import Optimizer
 
+from gan.config import CONF
 from gan.errors import UserError
 
 
@@ -39,3 +41,13 @@ def network_optimizer(node: DictConfig, network: str) -> Callable[..., Optimizer
     optimizer = get_class(args["_target_"])
     shared = {k: v for k, v in args.items() if k in inspect.signature(optimizer).parameters}
     return partial(optimizer, **{**shared, **args[network]})
+
+
+def compose_train(*overrides: str) -> DictConfig:
+    """The training config `python train.py OVERRIDES` would get (without the hydra node); an
+    override Hydra cannot apply (an option that does not exist) is a UserError in its words."""
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("train", overrides=list(overrides))
+    except HydraException as exc:
+        raise UserError(" ".join(str(exc).split())) from None

@@ -25,7 +25,8 @@ def program(schema: type) -> str:
     module = schema.__module__
     if module == "__main__":  # run as `python -m gan.<command>`
         module = getattr(sys.modules["__main__"].__spec__, "name", module)
-    return f"python -m {module}"
+    subcommand = getattr(schema, "SUBCOMMAND", "")  # a command of several (gan.evaluate stats ...)
+    return f"python -m {module}{' ' + subcommand if subcommand else ''}"
 
 
 def usage(schema: type) -> str:

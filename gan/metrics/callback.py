@@ -1,30 +1,33 @@
-"""Metrics during training: every `eval_every` iterations, score the generator and log
-`metrics/<name>`; the `best` checkpoint callback keeps the lowest-FID state beside last.ckpt."""
+"""Metrics during training: every `eval_every` iterations, score the generator under the run's
+protocol and log `metrics/<protocol>/<name>`; inside the run they are `metrics/<name>`, so the
+`best` checkpoint callback (lowest FID beside last.ckpt) and `optimized_metric` read the run's own."""
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 import pytorch_lightning as pl
 
 from gan.config.constraints import Count, NonNegInt, PosInt
 from gan.engine.lightning_adapter import publish_metrics
-from gan.metrics import BETTER, METRICS, available
+from gan.metrics import BETTER, METRICS, available, logged_tag
 from gan.metrics.evaluator import Evaluator
-from gan.metrics.inception import InceptionFeatures
+from gan.metrics.inception import check
+from gan.metrics.protocols import DEFAULT, ProtocolName, parse
 
 log = logging.getLogger(__name__)
 
 
 class EvaluateMetrics(pl.Callback):
-    def __init__(self, every_n_steps: NonNegInt, n: Count = 10_000, k: PosInt = 3,
-                 seed: NonNegInt = 0, features: Literal["classifier", "inception"] = "classifier",
-                 inception_weights: str | None = None):
+    def __init__(self, every_n_steps: NonNegInt, protocol: ProtocolName = DEFAULT, n: Count | None = None, k: PosInt = 3,
+                 seed: NonNegInt = 0, inception_weights: str | None = None, conditional: bool = False):
         self.every_n_steps = every_n_steps
-        if every_n_steps and features == "inception":
-            InceptionFeatures.check(inception_weights)  # before the Trainer exists, not at the first evaluation
-        self.options = {"n": n, "k": k, "seed": seed, "features": features, "inception_weights": inception_weights}
+        self.protocol = parse(protocol, n, "callbacks.metrics.protocol")
+        if every_n_steps and self.protocol.features == "inception":
+            check(inception_weights)  # before the Trainer exists, not at the first evaluation
+        self.conditional = conditional
+        self.options = {"protocol": self.protocol, "k": k, "seed": seed, "inception_weights": inception_weights,
+                        "conditional": conditional}
         self.evaluator: Evaluator | None = None
         self.names: tuple[str, ...] = METRICS  # what the data allows (gan.metrics.available)
         self.prepared = False
@@ -37,7 +40,7 @@ class EvaluateMetrics(pl.Callback):
         if not self.every_n_steps or self.prepared:
             return
         self.prepared = True
-        self.names, missing = available(datamodule.labelled, self.options["features"])
+        self.names, missing = available(datamodule.labelled, self.protocol.features, self.conditional)
         if missing:
             log.warning("Metrics: %s.", missing)
         if self.names:
@@ -47,7 +50,7 @@ class EvaluateMetrics(pl.Callback):
                          100 * self.evaluator.accuracy)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.names, _ = available(trainer.datamodule.labelled, self.options["features"])  # every process
+        self.names, _ = available(trainer.datamodule.labelled, self.protocol.features, self.conditional)  # every process
         if trainer.is_global_zero:  # one process scores (here for a Trainer used without gan.training.fit)
             self.prepare(trainer.datamodule)
 
@@ -61,9 +64,9 @@ class EvaluateMetrics(pl.Callback):
             result = self.evaluator(pl_module.eval_generator, progress=bar is not None and bar.is_enabled)  # EMA if kept
             result = {name: float(result[name]) for name in self.names}
         result = trainer.strategy.broadcast(result, src=0)  # every process holds the same scores
-        metrics = {f"metrics/{name}": result[name] for name in self.names}
         for logger in trainer.loggers:  # at this step, whatever trainer.log_every_n_steps is
-            logger.log_metrics(metrics, step=step)
-        publish_metrics(trainer, metrics)  # for the `best` checkpoint (monitor: metrics/fid) and fit()'s result
-        log.info("step %d: %s  (↑ higher is better, ↓ lower)", step,
+            logger.log_metrics({logged_tag(name, self.protocol.name): result[name] for name in self.names}, step=step)
+        # for the `best` checkpoint (monitor: metrics/fid), optimized_metric and fit()'s result
+        publish_metrics(trainer, {f"metrics/{name}": result[name] for name in self.names})
+        log.info("step %d, %s: %s  (↑ higher is better, ↓ lower)", step, self.protocol.name,
                  ", ".join(f"{name} {result[name]:.4g} {BETTER[name]}" for name in self.names))

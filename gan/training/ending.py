@@ -14,7 +14,7 @@ def duration(seconds: float) -> str:
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
-def ending(run_dir: str, status: str, metrics: dict[str, float], seconds: float) -> str:
+def ending(run_dir: str, status: str, metrics: dict[str, float], seconds: float, protocol: str | None = None) -> str:
     """A few lines: the status and iteration, the last logged losses, the last scores (with which
     way is better), the best checkpoint, the run folder and the TensorBoard command."""
     lines = [f"Run {status} at iteration {metrics.get('global_step', 0)} after {duration(seconds)}."]
@@ -24,7 +24,7 @@ def ending(run_dir: str, status: str, metrics: dict[str, float], seconds: float)
     scores = [f"{name} {metrics[f'metrics/{name}']:.4g} {BETTER[name]}" for name in METRICS
               if f"metrics/{name}" in metrics and math.isfinite(metrics[f"metrics/{name}"])]
     if scores:
-        lines.append("  last evaluation: " + ", ".join(scores) + "  (↑ higher is better, ↓ lower)")
+        lines.append(f"  last evaluation ({protocol}): " + ", ".join(scores) + "  (↑ higher is better, ↓ lower)")
     best = Path(run_dir) / "checkpoints" / "best_fid.ckpt"
     if best.exists():
         lines.append(f"  best checkpoint: {best}")

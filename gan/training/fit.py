@@ -17,6 +17,7 @@ from gan.config.hydra_runtime import config_folders
 from gan.engine.distributed import cluster_plugins
 from gan.errors import UserError
 from gan.metrics import available
+from gan.metrics.protocols import DEFAULT, parse
 from gan.module import GAN, LOGGED_METRICS
 from gan.run.checkpoints.files import load_checkpoint, resolve_checkpoint
 from gan.run.checkpoints.resume import check_resume
@@ -84,8 +85,8 @@ def size(net: torch.nn.Module) -> str:
 
 
 def metrics_features(cfg: DictConfig) -> str:
-    """The metrics' feature network (`callbacks.metrics.features`; classifier when the callback is dropped)."""
-    return OmegaConf.select(cfg, "callbacks.metrics.features", default="classifier")
+    """The metrics' feature network, of `callbacks.metrics.protocol` (the classifier when the callback is dropped)."""
+    return parse(OmegaConf.select(cfg, "callbacks.metrics.protocol", default=DEFAULT), key="callbacks.metrics.protocol").features
 
 
 def metric_tags(cfg: DictConfig, labelled: bool = True) -> tuple[str, ...]:
@@ -93,7 +94,7 @@ def metric_tags(cfg: DictConfig, labelled: bool = True) -> tuple[str, ...]:
     (a dataset without labels allows fewer metrics: gan.metrics.available)."""
     if not cfg.eval_every:
         return LOGGED_METRICS
-    names, _ = available(labelled, metrics_features(cfg))
+    names, _ = available(labelled, metrics_features(cfg), bool(cfg.model.conditional))
     return LOGGED_METRICS + tuple(f"metrics/{name}" for name in names)
 
 
@@ -105,7 +106,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     for name in optimized_metrics(cfg):
         if name not in tags:
             why = " (metrics/* need eval_every > 0)" if not cfg.eval_every else "" if datamodule.labelled else \
-                f" ({available(False, metrics_features(cfg))[1]})"
+                f" ({available(False, metrics_features(cfg), bool(cfg.model.conditional))[1]})"
             raise UserError(f"optimized_metric={name} is not reported by this run; it reports {', '.join(tags)}{why}.")
     check_optimizers(cfg)
     ckpt_path = resolve_checkpoint(cfg.ckpt_path)
@@ -150,6 +151,9 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     run = {"global_step": trainer.global_step, "processes": trainer.world_size}
     if pruning is not None and pruning.pruned_at is not None:
         run["pruned_at"] = pruning.pruned_at
+    protocols = [c.protocol.name for c in callbacks if getattr(c, "protocol", None) and getattr(c, "every_n_steps", 0)]
+    if protocols:  # what the metrics/* numbers are: status.json says it beside them
+        run["metrics_protocol"] = protocols[0]
     if getattr(trainer.strategy, "replicas_identical", None) is not None:  # several processes (gan/engine/distributed.py)
         run["replicas_identical"] = trainer.strategy.replicas_identical
     return {**{k: v.item() for k, v in trainer.callback_metrics.items()}, **run}

@@ -80,6 +80,7 @@ def _run(cfg: DictConfig) -> float | None:
             interrupted(cfg, common, STOP.signum or signal.SIGINT)
         except Exception as exc:
             return failed(cfg, common, exc)
+        common.update({k: metrics.pop(k) for k in ("processes", "replicas_identical", "metrics_protocol") if k in metrics})
         if STOP.signum is not None:
             interrupted(cfg, common, STOP.signum, metrics)
     try:
@@ -93,9 +94,8 @@ def _run(cfg: DictConfig) -> float | None:
         log.error("This job diverged (non-finite losses); the sweep gets objective %s.", cfg.failed_objective)
         value = cfg.failed_objective
     ended = time.time()
-    common.update({k: metrics.pop(k) for k in ("processes", "replicas_identical") if k in metrics})
     write_status(cfg.run_dir, status=status, ended=ended, objective=value, metrics=metrics, **common)
-    log.info(ending(cfg.run_dir, status, metrics, ended - start))
+    log.info(ending(cfg.run_dir, status, metrics, ended - start, common.get("metrics_protocol")))
     if status == "diverged" and not in_sweep():
         raise UserError(f"Training diverged: a loss became NaN or infinite by iteration {metrics['global_step']} "
                         f"(status.json: diverged). No checkpoint was written with non-finite weights; the newest "

@@ -198,7 +198,7 @@ def test_metrics_on_labelled_folders_and_a_plain_statement_without_labels(photos
     with caplog.at_level("INFO"):
         fit(make_cfg(*folder_run(root, "data.labels=folders", "data.image_size=32", "eval_every=6",
                                  "callbacks.metrics.n=60"), run_dir=tmp_path / "labelled"))
-    assert [e.step for e in events(tmp_path / "labelled").Scalars("metrics/fid")] == [6, 12]
+    assert [e.step for e in events(tmp_path / "labelled").Scalars("metrics/classifier60_test/fid")] == [6, 12]
     assert (tmp_path / "labelled" / "checkpoints" / "best_fid.ckpt").is_file()
     [said] = [r.getMessage() for r in caplog.records if "accuracy on its held-out images" in r.getMessage()]
     assert float(said.split(": ")[1].split("%")[0]) > 60  # 3 classes: chance is 33%; a few hundred steps learn the colours
@@ -206,14 +206,14 @@ def test_metrics_on_labelled_folders_and_a_plain_statement_without_labels(photos
     with caplog.at_level("INFO"):
         fit(make_cfg(*folder_run(root, "data.image_size=32", "eval_every=6"), run_dir=tmp_path / "plain"))
     said = [r.getMessage() for r in caplog.records if "no metrics are computed" in r.getMessage()]
-    assert len(said) == 1 and "callbacks.metrics.features=inception" in said[0] and "data.labels=folders" in said[0]
+    assert len(said) == 1 and "callbacks.metrics.protocol=fid10k_test" in said[0] and "data.labels=folders" in said[0]
     assert not [t for t in events(tmp_path / "plain").Tags()["scalars"] if t.startswith("metrics/")]  # no fake numbers
     assert not (tmp_path / "plain" / "checkpoints" / "best_fid.ckpt").exists()
     with pytest.raises(UserError, match=r"optimized_metric=metrics/fid is not reported .*data.labels=none"):
         fit(make_cfg(*folder_run(root, "eval_every=6", "optimized_metric=metrics/fid"), run_dir=tmp_path / "x"))
     from gan.evaluate import Args, evaluate
 
-    with pytest.raises(UserError, match=r"^No metrics are computed: .*callbacks.metrics.features=inception"):
+    with pytest.raises(UserError, match=r"^No metrics are computed: .*callbacks.metrics.protocol=fid10k_test"):
         evaluate(Args(ckpt=str(tmp_path / "plain"), n=50))
 
 

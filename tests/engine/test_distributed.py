@@ -254,9 +254,10 @@ def test_two_processes_evaluate_once_and_agree_on_the_scores(mnist_classifier, t
     done = train(tmp_path, *SHORT, "trainer.devices=2", "eval_every=10", "callbacks.metrics.n=500")
     assert done.returncode == 0, done.stderr[-3000:]
     run = the_run(tmp_path)
-    fids = [e.step for e in events(run).Scalars("metrics/fid")]
+    fids = [e.step for e in events(run).Scalars("metrics/classifier500_test/fid")]
     assert fids == [10, 20] and (run / "checkpoints" / "best_fid.ckpt").exists()
-    assert json.loads((run / "status.json").read_text())["metrics"]["metrics/fid"] > 0
+    status = json.loads((run / "status.json").read_text())
+    assert status["metrics"]["metrics/fid"] > 0 and status["metrics_protocol"] == "classifier500_test"
 
 
 @pytest.mark.slow

@@ -17,9 +17,9 @@ from gan.errors import UserError
 from gan.evaluate import Args, evaluate
 from gan.metrics import extractor
 from gan.metrics.extractor import Recipe, cache_key, classifier_for
-from gan.metrics.scores import fid, inception_score, kid, mode_coverage, precision_recall, score
+from gan.metrics.scores import fid, inception_score, kid, mode_coverage, neighbourhoods, score
 from gan.training.fit import fit, objective
-from tests.helpers import ROOT, events, make_cfg, quick, write_idx
+from tests.helpers import ROOT, events, make_cfg, quick, random_inception_weights, write_idx
 
 
 def gaussian(n: int, mean: torch.Tensor, std: float, seed: int) -> torch.Tensor:
@@ -47,6 +47,11 @@ def test_inception_score_is_the_number_of_equally_used_confident_classes():
     assert inception_score(confident, splits=1) == pytest.approx(5, rel=1e-6)
     assert inception_score(confident) == pytest.approx(5, rel=0.03)  # 10 random splits: classes not quite equal in each
     assert inception_score(torch.zeros(1000, 5)) == pytest.approx(1, rel=1e-6)  # no confidence at all
+
+
+def precision_recall(*args, **kwargs) -> tuple[float, float]:
+    found = neighbourhoods(*args, **kwargs)
+    return found["precision"], found["recall"]
 
 
 def test_precision_and_recall_on_point_clouds():
@@ -143,10 +148,10 @@ def test_the_test_splits_features_are_computed_once_per_dataset_and_then_read(mn
     from gan.data import MNISTDataModule
     from gan.metrics.evaluator import Evaluator
 
-    first = Evaluator(MNISTDataModule(root=mnist_root), n=100)
+    first = Evaluator(MNISTDataModule(root=mnist_root), "classifier100_test")
     assert {"conv", "hidden", "logits", "radii_k3"} <= set(first.real)
     monkeypatch.setattr(Evaluator, "features", lambda *a: pytest.fail("the test split was extracted again"))
-    second = Evaluator(MNISTDataModule(root=mnist_root), n=100)
+    second = Evaluator(MNISTDataModule(root=mnist_root), "classifier100_test")
     assert all(torch.equal(first.real[key], second.real[key]) for key in first.real)
 
 
@@ -155,29 +160,37 @@ def evaluated_run(mnist_classifier, tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("evaluated")
     cfg = make_cfg(*quick("eval_every=6", "callbacks.metrics.n=500", "optimized_metric=metrics/fid"), run_dir=run_dir)
-    return run_dir, objective(cfg, fit(cfg))
+    metrics = fit(cfg)
+    return run_dir, objective(cfg, metrics), metrics
 
 
 @pytest.mark.slow
 def test_eval_callback_logs_metrics_keeps_the_best_checkpoint_and_returns_the_objective(evaluated_run):
 
-    run_dir, fid_value = evaluated_run
+    run_dir, fid_value, metrics = evaluated_run
     acc = events(run_dir)
-    for tag in ("fid", "kid", "is", "precision", "recall", "modes_covered", "kl_uniform"):
-        assert [e.step for e in acc.Scalars(f"metrics/{tag}")] == [6, 12]
-    assert acc.Scalars("metrics/fid")[-1].value == pytest.approx(fid_value, rel=1e-6)
+    for tag in ("fid", "kid", "is", "precision", "recall", "density", "coverage", "modes_covered", "kl_uniform"):
+        assert [e.step for e in acc.Scalars(f"metrics/classifier500_test/{tag}")] == [6, 12]  # the protocol in the tag
+    assert not [t for t in acc.Tags()["scalars"] if t.startswith("metrics/") and t.count("/") != 2]
+    assert acc.Scalars("metrics/classifier500_test/fid")[-1].value == pytest.approx(fid_value, rel=1e-6)
     assert (run_dir / "checkpoints" / "best_fid.ckpt").exists()
     best = torch.load(run_dir / "checkpoints" / "best_fid.ckpt", weights_only=True)
-    fids = {e.step: e.value for e in acc.Scalars("metrics/fid")}
+    fids = {e.step: e.value for e in acc.Scalars("metrics/classifier500_test/fid")}
     assert best["global_step"] == min(fids, key=fids.get)
+    assert metrics["metrics_protocol"] == "classifier500_test"  # status.json's, beside metrics/fid
+    assert metrics["metrics/fid"] == pytest.approx(fid_value, rel=1e-6) and "metrics/density" in metrics
 
 
 @pytest.mark.slow
 def test_evaluate_is_repeatable_and_generate_writes_png_and_npy(evaluated_run, tmp_path):
-    run_dir, _ = evaluated_run
-    first, second = evaluate(Args(ckpt=str(run_dir), n=300)), evaluate(Args(ckpt=str(run_dir), n=300))
-    assert first == second and first["n"] == 300 and first["floor"]["n"] == 300
-    assert set(first) == {"fid", "kid", "is", "precision", "recall", "modes_covered", "kl_uniform", "n", "floor"}
+    run_dir, _, _ = evaluated_run
+    first, second = (evaluate(Args(ckpt=str(run_dir), n=300, grid=str(tmp_path / f"nearest{i}.png"))) for i in (1, 2))
+    assert {**first, "memorisation": None} == {**second, "memorisation": None}
+    assert first["n"] == 300 and first["floor"]["n"] == 300 and first["protocol"] == "classifier300_test"
+    assert set(first) == {"fid", "kid", "is", "precision", "recall", "density", "coverage", "modes_covered", "kl_uniform",
+                          "n", "protocol", "features", "floor", "memorisation"}
+    assert first["features"].startswith("classifier-MNIST-1x28x28-") and first["floor"]["protocol"] == first["protocol"]
+    assert (tmp_path / "nearest1.png").stat().st_size > 0 and first["memorisation"]["n"] == 300
     cli = subprocess.run([sys.executable, "-m", "gan.evaluate", f"ckpt={run_dir}", "best=true", "n=300"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert cli.returncode == 0, cli.stderr[-2000:]
@@ -208,32 +221,23 @@ def test_health_monitor_flags_low_mode_coverage(mnist_classifier, tmp_path, capl
     assert [e.value for e in events(tmp_path).Scalars("warnings/low_modes")] == [1.0, 1.0]
 
 
-def random_inception_weights(path, monkeypatch) -> str:
-    """A weights file of the right layout with random values (the real one cannot be fetched here)."""
-    from torch_fidelity import feature_extractor_inceptionv3 as fe
-
-    with monkeypatch.context() as mp:
-        mp.setattr(fe.torch, "load", lambda *args, **kwargs: None)
-        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *args, **kwargs: None)
-        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="unused")
-    torch.save(net.state_dict(), path)
-    return str(path)
-
-
-def test_inception_features_without_weights_stop_with_what_to_do(tmp_path):
+def test_inception_features_without_weights_stop_with_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("GAN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     # Hydra wraps what a config-built callback raises in its own (also traceback-free) error
-    with pytest.raises(InstantiationException, match="needs the Inception-v3 weights on disk.*features=classifier"):
-        fit(make_cfg(*quick("eval_every=6", "callbacks.metrics.features=inception",
-                                 f"callbacks.metrics.inception_weights={tmp_path}/none.pth"),
-                       run_dir=tmp_path / "run"))
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    for weights in (f"{tmp_path}/none.pth", "null"):
+        with pytest.raises(InstantiationException, match="need their weights on disk.*inception_weights=download.*"
+                                                         "classifier10k_test"):
+            fit(make_cfg(*quick("eval_every=6", "callbacks.metrics.protocol=fid10k_test",
+                                f"callbacks.metrics.inception_weights={weights}"), run_dir=tmp_path / "run"))
+        assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.slow
-def test_inception_features_from_a_local_weights_file(mnist_features, tmp_path, monkeypatch):
+def test_inception_features_from_a_local_weights_file(mnist_features, tmp_path):
     from gan.metrics.inception import InceptionFeatures
 
-    inception = InceptionFeatures(random_inception_weights(tmp_path / "inception.pth", monkeypatch))
+    inception = InceptionFeatures(str(random_inception_weights(tmp_path / "inception.pth")))
     real_images = mnist_features["train_images"][:12]
     feats = inception.features(real_images)
     assert feats["hidden"].shape == (12, 2048) and feats["logits"].shape == (12, 1008)
@@ -257,3 +261,17 @@ def test_scoring_raises_no_warnings_that_do_not_concern_the_user():
         warnings.simplefilter("default")
         score(features, {k: v + 0.1 for k, v in features.items()})
     assert not [str(w.message) for w in caught if "torchmetrics" in w.filename or "Metric" in str(w.message)]
+
+
+@pytest.mark.slow
+def test_a_conditional_run_logs_intra_fid_and_evaluate_lists_one_fid_per_class(mnist_classifier, tmp_path):
+    cfg = make_cfg(*quick("model.conditional=true", "eval_every=12", "callbacks.metrics.n=500"), run_dir=tmp_path)
+    metrics = fit(cfg)
+    logged = events(tmp_path).Scalars("metrics/classifier500_test/intra_fid")
+    assert [e.step for e in logged] == [12] and logged[0].value == pytest.approx(metrics["metrics/intra_fid"], rel=1e-6)
+    result = evaluate(Args(ckpt=str(tmp_path), n=500, memorisation=0))
+    per_class = result["fid_per_class"]
+    assert sorted(per_class) == list(range(10))  # 50 samples of each digit, against that digit's test images
+    assert result["intra_fid"] == pytest.approx(np.mean(list(per_class.values())), rel=1e-12)
+    assert result["intra_fid"] > result["floor"]["intra_fid"] > 0  # the floor: training digits against test digits
+    assert "memorisation" not in result

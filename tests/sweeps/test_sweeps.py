@@ -283,7 +283,7 @@ def test_search_dimensions_on_the_command_line_replace_the_configs(tmp_path):
     assert len(configs) == 3 and all(c.data.batch_size in (16, 24) and c.model.latent_dim == 12 for c in configs)
 
 
-def fake_job(sweep: Path, name: str, overrides: list[str], fids: list[float] | None) -> None:
+def fake_job(sweep: Path, name: str, overrides: list[str], fids: list[float] | None, tag: str = "metrics/fid") -> None:
     """A finished job folder as a grid sweep without optimized_metric leaves it."""
     from torch.utils.tensorboard import SummaryWriter
 
@@ -297,7 +297,7 @@ def fake_job(sweep: Path, name: str, overrides: list[str], fids: list[float] | N
     with SummaryWriter(str(folder)) as writer:
         writer.add_scalar("loss/g", 1.0, 100)
         for step, fid in enumerate(fids or [], 1):
-            writer.add_scalar("metrics/fid", fid, 50 * step)
+            writer.add_scalar(tag, fid, 50 * step)
     (folder / "images").mkdir()
     for step in (50, 100):
         (folder / "images" / f"{step:06d}.png").write_bytes(f"{name} {step}".encode())
@@ -314,6 +314,19 @@ def test_a_sweep_without_an_objective_is_ranked_by_its_last_fid_and_labelled_by_
     assert (out / "best_samples.png").read_bytes() == b"1 100"  # the best job's last grid
     assert {p.name for p in out.glob("*.png")} == {"objective_vs_model.latent_dim.png", "curves.png", "best_samples.png"}
     assert label(read_job(tmp_path / "0"), ["model.latent_dim"]) == "latent_dim=32"  # the curves' legend
+
+
+def test_the_report_reads_protocol_tagged_scores_and_says_when_protocols_differ(tmp_path):
+    fake_job(tmp_path, "0", ["model.latent_dim=32"], [2100.0, 2038.0], tag="metrics/classifier10k_test/fid")
+    fake_job(tmp_path, "1", ["model.latent_dim=64"], [2200.0, 1974.0], tag="metrics/classifier10k_test/fid")
+    out = report(str(tmp_path))
+    with open(out / "jobs.csv") as f:
+        assert [r["model.latent_dim"] for r in csv.DictReader(f)] == ["64", "32"]  # ranked on the tagged FID
+    assert read_job(tmp_path / "0").protocol == "classifier10k_test"
+    assert "Metrics scored under the classifier10k_test protocol." in (out / "notes.txt").read_text()
+    fake_job(tmp_path, "2", ["model.latent_dim=16"], [50.0], tag="metrics/fid50k_train/fid")
+    notes = (report(str(tmp_path)) / "notes.txt").read_text()
+    assert "Metrics scored under 2 protocols, whose numbers do not compare (classifier10k_test: 0, 1; fid50k_train: 2)." in notes
 
 
 def test_a_sweep_with_nothing_to_rank_writes_no_empty_plot_and_says_so(tmp_path):
