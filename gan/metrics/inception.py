@@ -37,9 +37,13 @@ def weights_folder() -> Path:
     return cache_dir() / "inception"
 
 
-def known_places() -> list[Path]:
+def folders() -> tuple[Path, Path]:
     """Where a weights file may already lie: this project's cache and torch hub's checkpoints."""
-    return [folder / name for folder in (weights_folder(), Path(torch.hub.get_dir()) / "checkpoints") for name in NAMES]
+    return weights_folder(), Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def known_places() -> list[Path]:
+    return [folder / name for folder in folders() for name in NAMES]
 
 
 def find_weights(weights: str | None) -> Path:
@@ -57,7 +61,7 @@ def find_weights(weights: str | None) -> Path:
             return found[0]
     raise UserError(
         f"The Inception-v3 features need their weights on disk, and inception_weights={weights} "
-        f"{'is not a file' if weights else 'names none and none lies in ' + ', '.join(map(str, known_places()[:2]))}. "
+        f"{'is not a file' if weights else 'names none and neither name lies in ' + ' or '.join(map(str, folders()))}. "
         f"Where you are online, set inception_weights=download (fetched once into {weights_folder()}), or download "
         f"pytorch-fid's {NAMES[0]} (torch-fidelity's {NAMES[1]}: the same file) and point "
         f"callbacks.metrics.inception_weights (gan.evaluate: inception_weights=) at it; or use a classifier protocol "
