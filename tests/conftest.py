@@ -27,10 +27,11 @@ def mnist_root() -> str:
 
 @pytest.fixture(scope="session")
 def mnist_classifier(mnist_root, tmp_path_factory):
-    """The MNIST feature classifier, trained once per test session (about 1.5 minutes on 2 CPU
-    cores) into a fresh cache that every later use in this session, subprocesses too, reads."""
+    """The MNIST feature classifier, trained once per test session into a fresh cache that every
+    later use in this session, subprocesses too, reads. GAN_TEST_CACHE_DIR names that cache
+    instead, so that CI's two sessions (quick, then slow) train it once."""
     from gan.data import MNISTDataModule
     from gan.metrics.extractor import classifier_for
 
-    os.environ["GAN_CACHE_DIR"] = str(tmp_path_factory.mktemp("classifier-cache"))
+    os.environ["GAN_CACHE_DIR"] = os.environ.get("GAN_TEST_CACHE_DIR") or str(tmp_path_factory.mktemp("classifier-cache"))
     return classifier_for(MNISTDataModule(root=mnist_root))

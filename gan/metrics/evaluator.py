@@ -130,15 +130,19 @@ class Evaluator:
         return statistics(self.real["hidden"])
 
     def memorisation(self, generator: nn.Module, n: int) -> dict:
-        """The memorisation check (gan/metrics/memorisation.py) of the first n evaluation samples,
-        with the samples themselves (`samples`, on the CPU) for the grid of closest pairs."""
+        """The memorisation check (gan/metrics/memorisation.py) of the first n evaluation samples
+        against as many held-out images (a seeded draw: equal counts on both sides, and the search
+        costs n rows, not the whole held-out split), with the samples themselves (`samples`, on the
+        CPU) for the grid of closest pairs."""
         device = next(generator.parameters()).device
         was_training = generator.training
         samples = generate(generator.eval(), n, self.seed)
         generator.train(was_training)
         train, heldout = (self.real if self.protocol.reference == split else self.split_features(split == "train")
                           for split in ("train", "test"))
-        return {**memorisation(self.features(samples, device)["conv"], heldout["conv"], train["conv"]), "samples": samples}
+        held = heldout["conv"]
+        held = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(self.seed))[:n]]
+        return {**memorisation(self.features(samples, device)["conv"], held, train["conv"]), "samples": samples}
 
 
 def describe(evaluator: Evaluator) -> str:

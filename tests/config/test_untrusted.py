@@ -184,12 +184,15 @@ def test_the_issues_attack_exits_1_with_one_paragraph_and_no_run_folder(command,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(GALLERY))
-def test_every_crafted_checkpoint_exits_1_from_every_command_line(name, gallery, tmp_path):
+def test_every_crafted_checkpoint_exits_1_from_a_command_line(name, gallery, tmp_path):
+    """Each crafted file through one of the three command lines in turn (every file meets every
+    loader in-process above; each command line meets the issue's attack in the quick suite)."""
     path, marker, key, target = gallery[name]
     env = {**os.environ, "GAN_DATA_DIR": DATA_ROOT, "PYTHONPATH": f"{path.parent}{os.pathsep}{ROOT}"}
-    for argv in ([ROOT / "train.py", *quick(f"ckpt_path={path}"), f"hydra.run.dir={tmp_path / 'run'}"],
-                 ["-m", "gan.evaluate", f"ckpt={path}", "n=10"],
-                 ["-m", "gan.generate", f"ckpt={path}", f"out={tmp_path / 'x.png'}"]):
+    commands = ([ROOT / "train.py", *quick(f"ckpt_path={path}"), f"hydra.run.dir={tmp_path / 'run'}"],
+                ["-m", "gan.evaluate", f"ckpt={path}", "n=10"],
+                ["-m", "gan.generate", f"ckpt={path}", f"out={tmp_path / 'x.png'}"])
+    for argv in [commands[list(GALLERY).index(name) % len(commands)]]:
         done = subprocess.run([sys.executable, *map(str, argv)], cwd=tmp_path, capture_output=True, text=True, env=env,
                               timeout=300)
         last = done.stderr.strip().splitlines()[-1]
