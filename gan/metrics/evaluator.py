@@ -118,11 +118,15 @@ class Evaluator:
         result = {name: result[name] for name in (*self.names, "fid_per_class") if name in result}
         return {**result, "n": len(fake["hidden"]), "protocol": self.protocol.name, "features": self.network}
 
+    def draw(self, total: int, n: int) -> torch.Tensor:
+        """n of `total` real images, the same ones for the same seed (the floor's, the memorisation check's)."""
+        return torch.randperm(total, generator=torch.Generator().manual_seed(self.seed))[:n]
+
     def floor(self) -> dict:
         """The same metrics for real images of the other split against the reference (up to n of
         them, drawn with the seed): what a perfect generator would read."""
         images, labels = self.datamodule.split(train=self.protocol.reference == "test")
-        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))[: self.protocol.n]
+        pick = self.draw(len(images), self.protocol.n)
         labelled = "intra_fid" in self.names and self.datamodule.labelled
         return self.scores(self.features(images[pick]), torch.as_tensor(labels)[pick] if labelled else None)
 
@@ -140,8 +144,7 @@ class Evaluator:
         generator.train(was_training)
         train, heldout = (self.real if self.protocol.reference == split else self.split_features(split == "train")
                           for split in ("train", "test"))
-        held = heldout["conv"]
-        held = held[torch.randperm(len(held), generator=torch.Generator().manual_seed(self.seed))[:n]]
+        held = heldout["conv"][self.draw(len(heldout["conv"]), n)]
         return {**memorisation(self.features(samples, device)["conv"], held, train["conv"]), "samples": samples}
 
 

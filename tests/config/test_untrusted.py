@@ -192,12 +192,12 @@ def test_every_crafted_checkpoint_exits_1_from_a_command_line(name, gallery, tmp
     commands = ([ROOT / "train.py", *quick(f"ckpt_path={path}"), f"hydra.run.dir={tmp_path / 'run'}"],
                 ["-m", "gan.evaluate", f"ckpt={path}", "n=10"],
                 ["-m", "gan.generate", f"ckpt={path}", f"out={tmp_path / 'x.png'}"])
-    for argv in [commands[list(GALLERY).index(name) % len(commands)]]:
-        done = subprocess.run([sys.executable, *map(str, argv)], cwd=tmp_path, capture_output=True, text=True, env=env,
-                              timeout=300)
-        last = done.stderr.strip().splitlines()[-1]
-        assert done.returncode == 1 and key in last and target in last, (argv, done.stderr[-2000:])
-        assert not marker.exists() and not (tmp_path / "run").exists() and not (tmp_path / "x.png").exists()
+    argv = commands[list(GALLERY).index(name) % len(commands)]
+    done = subprocess.run([sys.executable, *map(str, argv)], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=300)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and key in last and target in last, (argv, done.stderr[-2000:])
+    assert not marker.exists() and not (tmp_path / "run").exists() and not (tmp_path / "x.png").exists()
 
 
 def recipes() -> list[list[str]]:
