@@ -18,6 +18,7 @@ from torchvision.utils import make_grid
 
 from gan.augment import NoAugment
 from gan.config.constraints import Fraction, NonNegInt, PosInt
+from gan.config.hydra_runtime import sweeper
 from gan.data import to_unit
 from gan.files import save_image
 
@@ -127,20 +128,31 @@ class HealthMonitor(pl.Callback):
     problem, when training has failed: D wins outright (mean D(x) above `d_real_above` and mean
     D(G(z)) below `d_fake_below` at every logged step for `window` iterations; BCE losses only,
     where that starves G of gradient and D's outputs are probabilities), a loss is NaN or
-    infinite, or the samples cover fewer than `min_modes` classes (needs eval_every > 0).
+    infinite, or the samples cover fewer than `min_modes` classes (needs eval_every > 0; judged
+    only from `warmup` of the run on: early samples of any GAN cover few classes).
     Logs warnings/d_wins, warnings/nonfinite and warnings/low_modes (0 or 1). `nonfinite_action=stop`
     (the default) ends a run whose losses are NaN or infinite; `action=stop` also ends it on the
-    other two (last.ckpt is still written, unless its weights are not finite)."""
+    other two (last.ckpt is still written, unless its weights are not finite), except in a trial of
+    an Optuna sweep with a pruner, where the pruner judges a poor trial (`in_search=defer`) unless
+    `in_search=apply`. A stop is recorded in `stop` (rule, reason, iteration) for status.json."""
 
     def __init__(self, action: Literal["warn", "stop"] = "warn", window: PosInt = 1000, d_real_above: Fraction = 0.95,
-                 d_fake_below: Fraction = 0.05, min_modes: NonNegInt = 8, nonfinite_action: Literal["warn", "stop"] = "stop"):
-        if action not in ("warn", "stop") or nonfinite_action not in ("warn", "stop"):
-            raise ValueError(f"action and nonfinite_action must be warn or stop, got {action!r}, {nonfinite_action!r}")
+                 d_fake_below: Fraction = 0.05, min_modes: NonNegInt = 8, nonfinite_action: Literal["warn", "stop"] = "stop",
+                 warmup: Fraction = 0.2, in_search: Literal["defer", "apply"] = "defer"):
+        if action not in ("warn", "stop") or nonfinite_action not in ("warn", "stop") or in_search not in ("defer", "apply"):
+            raise ValueError(f"action and nonfinite_action must be warn or stop, in_search defer or apply, got "
+                             f"{action!r}, {nonfinite_action!r}, {in_search!r}")
         self.action, self.nonfinite_action, self.window, self.min_modes = action, nonfinite_action, window, min_modes
-        self.d_real_above, self.d_fake_below = d_real_above, d_fake_below
+        self.d_real_above, self.d_fake_below, self.warmup, self.in_search = d_real_above, d_fake_below, warmup, in_search
         self.streak_start: int | None = None
         self.reported: set[str] = set()
         self.seen_modes: torch.Tensor | None = None
+        self.stop: dict | None = None  # what stopped the run: {"rule", "reason", "iteration"}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        settings = sweeper()
+        if self.in_search == "defer" and settings.get("trial") is not None and settings.get("pruner") not in (None, "none"):
+            self.action = "warn"  # the pruner stops hopeless trials; collapse and D's win are said, not acted on
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         step, metrics = trainer.global_step, trainer.callback_metrics
@@ -152,7 +164,9 @@ class HealthMonitor(pl.Callback):
         if modes is not None and modes is not self.seen_modes:  # the metrics callback stored a new score
             self.seen_modes = modes
             classes = getattr(trainer.datamodule, "num_classes", None) or self.min_modes  # a 3-class folder covers 3 at most
-            self._emit(trainer, step, {"low_modes": float(modes) < min(self.min_modes, classes)})
+            judged = step >= self.warmup * trainer.max_steps
+            self._emit(trainer, step, {"low_modes": judged and float(modes) < min(self.min_modes, classes)},
+                       f" ({float(modes):.0f} of {classes})")
 
     def _losses(self, step: int, m: dict[str, float], probabilities: bool) -> dict[str, bool]:
         if probabilities and m["train/d_real"] > self.d_real_above and m["train/d_fake"] < self.d_fake_below:
@@ -162,14 +176,14 @@ class HealthMonitor(pl.Callback):
         nonfinite = not all(math.isfinite(m[k]) for k in ("loss/d", "loss/g"))
         return {"d_wins": self.streak_start is not None and step - self.streak_start >= self.window, "nonfinite": nonfinite}
 
-    def _emit(self, trainer: pl.Trainer, step: int, signals: dict[str, bool]) -> None:
+    def _emit(self, trainer: pl.Trainer, step: int, signals: dict[str, bool], numbers: str = "") -> None:
         for logger in trainer.loggers:
             logger.log_metrics({f"warnings/{name}": float(on) for name, on in signals.items()}, step=step)
         messages = {
             "d_wins": f"D wins outright: D(x) > {self.d_real_above} and D(G(z)) < {self.d_fake_below} "
                       f"for {self.window} iterations (G gets no gradient)",
             "nonfinite": "a loss is NaN or infinite",
-            "low_modes": f"the samples cover fewer than {self.min_modes} classes (mode collapse)",
+            "low_modes": f"mode collapse: the samples cover fewer than {self.min_modes} classes{numbers}",
         }
         for name, on in signals.items():
             if on and name not in self.reported:
@@ -179,7 +193,8 @@ class HealthMonitor(pl.Callback):
                 stopping = f" Stopping (callbacks.health.{key}=stop)." if stop else ""
                 if trainer.is_global_zero:  # every process decides alike (their scalars are averaged); one says so
                     log.warning("Training health, step %d: %s.%s", step, messages[name], stopping)
-                if stop:
+                if stop and self.stop is None:
+                    self.stop = {"rule": f"health.{name}", "reason": messages[name], "iteration": step}
                     trainer.should_stop = True
 
 

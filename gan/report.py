@@ -1,20 +1,23 @@
 """Compare the jobs of a sweep: `python -m gan.report sweep=<sweep folder>`.
 
-Writes into `<sweep folder>/report/`: `jobs.csv` and `jobs.md` (one row per job: its overrides,
-status, objective, final and best metrics, wall time; ranked by the objective), one
-`objective_vs_<key>.png` per swept key, `curves.png` (the FID, or the objective, over the
-iterations of the best jobs, each labelled by its overrides) and `best_samples.png` (the best
-job's last grid). Jobs are ranked by the sweep's objective (`optimized_metric`), else by their
-last FID; `notes.txt` says which, and names any plot left out because it would be empty. Jobs
-that differ only in `seed` are also grouped in `seeds.md`/`seeds.csv`: mean ± std (n) of every
-score, ranked on the mean. A multi-objective sweep marks its Pareto front (★). An Optuna sweep
-adds Optuna's views of its study (optuna_history.png, optuna_importance.png, or
-optuna_pareto_front.png) and counts its complete, pruned and failed trials. It reads what
-each job left behind (.hydra/, status.json, TensorBoard events), so it works on a sweep that is
-still running, was interrupted, or has failed jobs. A damaged or missing file (a truncated
-status.json, a job folder without .hydra/, an unreadable optuna.db) does not stop it: the report is
-made from what can be read, and the `defects` column and `notes.txt` name each such file and what
-is wrong with it.
+Writes into `<sweep folder>/report/`: `jobs.csv` and `jobs.md` (one row per job: status, how it
+ended early, the value it is ranked by in a column named for it, its swept overrides, final and
+best metrics, wall time; the real-data floor as the first row when the jobs recorded one), one
+`objective_vs_<key>.png` per swept key (points coloured by the other swept keys), `curves.png`
+(the FID, or the objective, over the iterations of the best jobs, each labelled by its overrides)
+and `best_samples.png` (the best job's last grid, captioned with the job, its overrides and score).
+Jobs are ranked by the sweep's objective (`optimized_metric`), else by their last FID; jobs stopped
+early (pruned, or by the health monitor) rank after the finished ones. `notes.txt` says what the
+ranking used and names any plot left out because it would be empty. Jobs that differ only in
+`seed` are also grouped in `seeds.md`/`seeds.csv`: mean ± std (n) of every score, ranked on the
+mean. A multi-objective sweep marks its Pareto front (★). An Optuna sweep adds Optuna's views of
+its study (optuna_history.png, optuna_importance.png with a caveat below FEW_TRIALS complete
+trials, or optuna_pareto_front.png) and counts its complete, pruned and failed trials. It reads
+what each job left behind (.hydra/, status.json, TensorBoard events) and the sweep's
+multirun.yaml (every searched key gets its column), so it works on a sweep that is still running,
+was interrupted, or has failed jobs. A damaged or missing file (a truncated status.json, a job
+folder without .hydra/, an unreadable optuna.db) does not stop it: the report is made from what
+can be read, and the `defects` column and `notes.txt` name each such file and what is wrong with it.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ from gan.errors import UserError
 from gan.files import write_atomically, write_text
 from gan.metrics import BETTER, METRICS, short_tag
 from gan.run.folders import job_order
-from gan.run.status import STATUS_FILE, DamagedStatus, read_status
+from gan.run.names import job_number, short_keys, varying
+from gan.run.status import STATUS_FILE, DamagedStatus, read_status, stopped_at
 
 CURVE_JOBS = 5  # best jobs drawn in curves.png
+FEW_TRIALS = 20  # complete trials below which parameter importances come with a caveat
 UNKNOWN = "unknown"  # what the tables show for an override of a job whose .hydra/ is gone or unreadable
-FINISHED = ("completed", "stopped", "running")  # statuses whose objective is a result to rank by
+FINISHED = ("completed", "running")  # statuses whose objective is a result to rank by (stopped early: where it stopped)
 UNSURE = ("damaged", "unknown")  # status.json damaged or missing: ranked after FINISHED, by what the job logged
 
 
@@ -61,6 +66,8 @@ class Job:
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     config_known: bool = True  # False: no readable .hydra/config.yaml, so its optimized_metric is taken as the sweep's
     defects: list[str] = field(default_factory=list)  # "<path>: what is wrong with it", one per damaged or missing file
+    stopped: str = ""  # what ended it early: "stopped at 300/600: mode collapse: ..." (status.json's `stop`)
+    floor: dict[str, float] = field(default_factory=dict)  # the real-data floor under its protocol (status.json)
 
 
 def read_job(folder: Path) -> Job:
@@ -75,7 +82,11 @@ def read_job(folder: Path) -> Job:
         overrides, config = None, None
     status = read_job_status(folder, defects)
     job = Job(folder.name, folder, overrides, job_state(folder, status, defects), optimized_metric(config or {}),
-              error=str((status or {}).get("error", "")), config_known=config is not None, defects=defects)
+              error=str((status or {}).get("error", "")), config_known=config is not None, defects=defects,
+              stopped=stopped_at(status or {}))
+    floor = (status or {}).get("metrics_floor")
+    if isinstance(floor, dict):
+        job.floor = {k: v for k, v in floor.items() if is_number(v)}
     started, ended = (status or {}).get("started"), (status or {}).get("ended")
     if is_number(started) and is_number(ended):
         job.wall_s = ended - started
@@ -240,7 +251,7 @@ def pareto_front(jobs: list[Job], ways: list[str]) -> set[str]:
     """Names of the finished jobs of a multi-objective sweep that no other finished job beats on
     every objective (at least as good on all, better on one)."""
     sign = [1 if way == "minimize" else -1 for way in ways]
-    points = {j.name: [s * v for s, v in zip(sign, j.objective)] for j in jobs if j.status in ("completed", "stopped")
+    points = {j.name: [s * v for s, v in zip(sign, j.objective)] for j in jobs if j.status == "completed"
               and isinstance(j.objective, list) and all(math.isfinite(v) for v in j.objective)}
     beats = lambda a, b: all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
     return {name for name, p in points.items() if not any(beats(q, p) for other, q in points.items() if other != name)}
@@ -303,11 +314,12 @@ class Ranking:
 
 def ranked(jobs: list[Job], ranking: Ranking) -> list[Job]:
     """By value: the finished jobs first, then those whose status.json is damaged or missing (what
-    they logged is a value, but whether they ended well is unknown), then the rest in their order."""
+    they logged is a value, but whether they ended well is unknown), then those stopped early (by
+    the value where they stopped: never among the finished), then the rest in their order."""
     def key(job: Job) -> tuple[int, float]:
         value = ranking.value(job)
-        tier = 2 if value is None else 0 if job.status in FINISHED else 1 if job.status in UNSURE else 2
-        return (tier, 0.0 if tier == 2 else -value if ranking.maximize else value)
+        tier = 3 if value is None else 0 if job.status in FINISHED else 1 if job.status in UNSURE else 2
+        return (tier, 0.0 if tier == 3 else -value if ranking.maximize else value)
     return sorted(jobs, key=key)
 
 
@@ -323,19 +335,42 @@ def axis_name(tag: str) -> str:
 
 
 def label(job: Job, keys: list[str]) -> str:
-    """A job as its overrides name it (`latent_dim=32, lr=0.0002`), the last part of each key."""
+    """A job as its overrides name it (`latent_dim=32, generator.lr=0.0002`): each key by the
+    shortest end of its name no other swept key shares, so G's and D's learning rates stay apart."""
     if job.overrides is None:
         return f"job {job.name} (overrides unknown)"
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={short(job.overrides.get(k, ''))}" for k in keys) or f"job {job.name}"
+    names = short_keys(keys)
+    return ", ".join(f"{names[k]}={short(job.overrides.get(k, ''))}" for k in keys) or f"job {job.name}"
 
 
-def swept_keys(jobs: list[Job]) -> list[str]:
-    """The override keys whose values differ between jobs (all of them when there is one job);
-    jobs whose overrides are unknown have no say."""
+def swept_keys(jobs: list[Job], searched: list[str] = ()) -> list[str]:
+    """The keys the sweep searched (`searched`: its search space and command line, even a key whose
+    sampled values happen to agree) and the override keys whose values differ between jobs (all of
+    them when there is one job); jobs whose overrides are unknown have no say."""
     jobs = [job for job in jobs if job.overrides is not None]
     keys = sorted({k for job in jobs for k in job.overrides})
-    varying = [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
-    return varying or keys
+    varying_keys = [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
+    found = [k for k in searched if any(k in job.overrides for job in jobs)]
+    return found + [k for k in varying_keys if k not in found] or keys
+
+
+def searched_keys(sweep: Path, defects: list[str]) -> list[str]:
+    """The keys the sweep's own arguments vary (multirun.yaml: its search space and command line), as data."""
+    multirun = sweep / "multirun.yaml"
+    try:
+        config = read_yaml(multirun) if multirun.exists() else None
+    except UserError:  # said once, by directions()
+        return []
+    params = lookup(config, "hydra.sweeper.params") if isinstance(config, dict) else None
+    task = lookup(config, "hydra.overrides.task") if isinstance(config, dict) else None
+    arguments = [f"{k}={v}" for k, v in params.items()] if isinstance(params, dict) else []
+    arguments += [str(o) for o in task if not str(o).lstrip("+~").startswith("hydra.")] if isinstance(task, list) else []
+    try:
+        return varying(arguments)
+    except Exception as exc:  # Hydra's parser on a hand-edited file
+        defects.append(f"{multirun}: its sweep arguments could not be read ({type(exc).__name__}); the swept keys are "
+                       f"taken from the jobs' overrides")
+        return []
 
 
 def fmt(value) -> str:
@@ -346,11 +381,15 @@ def fmt(value) -> str:
     return str(value)
 
 
-def rows(jobs: list[Job], keys: list[str], front: set[str] | None = None) -> list[dict[str, str]]:
+def rows(jobs: list[Job], keys: list[str], ranking: Ranking, front: set[str] | None = None) -> list[dict[str, str]]:
+    """One row per job, ranked; the first row is the real-data floor when the jobs recorded one."""
+    ranked_by = ranking_column(ranking)
     table = []
     for rank, job in enumerate(jobs, 1):
-        objective = ", ".join(map(fmt, job.objective)) if isinstance(job.objective, list) else fmt(job.objective)
-        row = {"rank": str(rank), "job": job.name, "status": job.status, "objective": objective}
+        value = ", ".join(map(fmt, job.objective)) if isinstance(job.objective, list) else fmt(ranking.value(job))
+        row = {"rank": str(rank), "job": job.name, "status": job.status, "ended early": job.stopped}
+        if ranked_by:
+            row[ranked_by] = value
         if front is not None:
             row["Pareto front"] = "★" if job.name in front else ""
         row.update({k: UNKNOWN if job.overrides is None else job.overrides.get(k, "") for k in keys})
@@ -361,7 +400,29 @@ def rows(jobs: list[Job], keys: list[str], front: set[str] | None = None) -> lis
         row["error"] = job.error
         row["defects"] = "; ".join(within(job, line) for line in job.defects)
         table.append(row)
+    floor = sweep_floor(jobs)
+    if floor and table:
+        row = dict.fromkeys(table[0], "")
+        row.update({"rank": "floor", "job": "real data", "status": f"real images as samples ({floor[0]})"})
+        if ranked_by and ranking.name and ranking.name.removeprefix("last ").removeprefix("metrics/") in floor[1]:
+            row[ranked_by] = fmt(floor[1][ranking.name.removeprefix("last ").removeprefix("metrics/")])
+        row.update({f"final {m} {BETTER[m]}": fmt(floor[1].get(m)) for m in METRICS})
+        table.insert(0, row)
     return table
+
+
+def ranking_column(ranking: Ranking) -> str | None:
+    """The ranking column's header: what it ranks by and which way is better (`FID ↓ (ranked by)`)."""
+    if ranking.name is None:
+        return None
+    arrow = "↑" if ranking.maximize else "↓"
+    return f"{axis_name(ranking.name)} {arrow} (ranked by{', last' if ranking.name.startswith('last ') else ''})"
+
+
+def sweep_floor(jobs: list[Job]) -> tuple[str, dict[str, float]] | None:
+    """(protocol, scores) of the real-data floor the jobs recorded, when they share one protocol."""
+    floors = {j.protocol: j.floor for j in jobs if j.floor and j.protocol}
+    return next(iter(floors.items())) if len(floors) == 1 else None
 
 
 def within(job: Job, defect: str) -> str:
@@ -396,7 +457,7 @@ def seed_rows(jobs: list[Job], keys: list[str], ranking: Ranking) -> list[dict[s
         groups.setdefault(tuple(job.overrides.get(k, "") for k in others), []).append(job)
     scored = []
     for values, members in groups.items():
-        done = [j for j in members if j.status in ("completed", "stopped")]
+        done = [j for j in members if j.status == "completed"]
         ranks = [v for v in (ranking.value(j) for j in done) if v is not None]
         seeds = sorted((j.overrides.get("seed", "") for j in members), key=lambda v: (as_number(v) is None, as_number(v) or 0, v))
         row = {**dict(zip(others, values)), "seeds": ",".join(seeds), "finished": f"{len(done)}/{len(members)}"}
@@ -410,7 +471,6 @@ def seed_rows(jobs: list[Job], keys: list[str], ranking: Ranking) -> list[dict[s
     return [row for *_, row in sorted(scored, key=lambda t: t[:2])]
 
 
-OPTIONAL = ("error", "defects")  # columns the Markdown table leaves out when no row has anything in them
 
 
 def write_tables(table: list[dict[str, str]], out: Path, name: str = "jobs") -> None:
@@ -419,7 +479,7 @@ def write_tables(table: list[dict[str, str]], out: Path, name: str = "jobs") -> 
     writer.writeheader()
     writer.writerows(table)
     write_text(out / f"{name}.csv", text.getvalue())
-    columns = [c for c in table[0] if c not in OPTIONAL or any(r[c] for r in table)]
+    columns = [c for c in table[0] if any(r[c] for r in table)]  # a column with nothing in it says nothing
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(short(r[c]).replace("|", "\\|") for c in columns) + " |" for r in table]
     write_text(out / f"{name}.md", "\n".join(lines) + "\n")
@@ -447,30 +507,38 @@ def as_number(text: str) -> float | None:
 
 
 def write_plots(jobs: list[Job], keys: list[str], out: Path, ranking: Ranking) -> list[str]:
-    """The plots that have something to show; returns a line for each one left out, and why."""
+    """The plots that have something to show; returns a line for each one left out, and why. Each
+    `objective_vs_<key>` colours its points by the other swept keys, so a grid's points can be told
+    apart; a plot of the FID draws the real-data floor as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     skipped = []
+    floor = sweep_floor(jobs)
     scored = [j for j in jobs if ranking.value(j) is not None and j.overrides is not None]  # unknown overrides: no x
     for key in keys:
         if not scored:
             skipped.append(f"objective_vs_{key}.png: no job has a value to rank by")
             continue
-        fig, ax = plt.subplots(figsize=(5, 3.5))
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
         values = [j.overrides.get(key, "") for j in scored]
         numbers = [as_number(v) for v in values]
         categories = sorted(set(values))
         x = numbers if all(n is not None for n in numbers) else [categories.index(v) for v in values]
-        for pruned in (False, True):  # a pruned trial's value is where it stopped: drawn hollow
-            points = [(xi, ranking.value(j)) for xi, j in zip(x, scored) if (j.status == "pruned") == pruned]
-            if points:
-                ax.scatter(*zip(*points), facecolors="none" if pruned else None, edgecolors="C0",
-                           label="pruned (where it stopped)" if pruned else "finished")
-        if any(j.status == "pruned" for j in scored):
-            ax.legend(fontsize=8)
+        others = [k for k in keys if k != key]
+        groups = sorted({label(j, others) for j in scored}) if others else [""]
+        for colour, group in enumerate(groups):
+            for pruned in (False, True):  # a trial stopped early: its value is where it stopped, drawn hollow
+                points = [(xi, ranking.value(j)) for xi, j in zip(x, scored)
+                          if (j.status in ("pruned", "stopped")) == pruned and (not others or label(j, others) == group)]
+                if points:
+                    ax.scatter(*zip(*points), facecolors="none" if pruned else f"C{colour % 10}", edgecolors=f"C{colour % 10}",
+                               label=(group or "finished") + (" (stopped early: where it stopped)" if pruned else ""))
+        plotted_floor = draw_floor(ax, floor, ranking.name)
+        if others or plotted_floor or any(j.status in ("pruned", "stopped") for j in scored):
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         if x is numbers:
             if min(numbers) > 0 and max(numbers) / min(numbers) > 10:  # learning rates: a log axis
                 ax.set_xscale("log")
@@ -486,16 +554,28 @@ def write_plots(jobs: list[Job], keys: list[str], out: Path, ranking: Ranking) -
     drawn = [j for j in jobs if tag in j.curves][:CURVE_JOBS]
     if not drawn:
         return [*skipped, "curves.png: no job logged an FID (eval_every) or an optimized_metric"]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     for job in drawn:
         steps, values = zip(*job.curves[tag])
-        ax.plot(steps, values, marker="o", label=label(job, keys))
+        number = job_number(job.folder)
+        ax.plot(steps, values, marker="o", label=f"job {job.name if number is None else number}: {label(job, keys)}")
+    draw_floor(ax, floor, tag)
     ax.set_xlabel("iteration")
     ax.set_ylabel(axis_name(tag))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the curves, not on them
     fig.tight_layout()
     save_figure(fig, out / "curves.png")
     return skipped
+
+
+def draw_floor(ax, floor: tuple[str, dict[str, float]] | None, tag: str | None) -> bool:
+    """The real-data floor of `tag` (a metric the floor has) as a dashed line; whether one was drawn."""
+    name = (tag or "").removeprefix("last ").removeprefix("metrics/")
+    if floor is None or name not in floor[1]:
+        return False
+    ax.axhline(floor[1][name], color="grey", linestyle="--", linewidth=1,
+               label=f"real data: {floor[1][name]:.4g} ({floor[0]})")
+    return True
 
 
 def stored_study(sweep: Path, defects: list[str]):
@@ -552,6 +632,9 @@ def optuna_plots(study, out: Path) -> list[str]:
     notes = [f"Optuna study {study.study_name}: {len(states)} trials, " + ", ".join(
         f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail", "running") if states.count(s)) + "."]
     complete = sum(s == "complete" for s in states)
+    if 2 <= complete < FEW_TRIALS and len(study.directions) == 1:
+        notes.append(f"optuna_importance.png rests on {complete} complete trials: below {FEW_TRIALS}, which key seems "
+                     f"to matter is mostly chance.")
     plots = [("optuna_history.png", views.plot_optimization_history, complete >= 1 and len(study.directions) == 1),
              ("optuna_importance.png", views.plot_param_importances, complete >= 2 and len(study.directions) == 1),
              ("optuna_pareto_front.png", views.plot_pareto_front, complete >= 1 and len(study.directions) > 1)]
@@ -580,10 +663,10 @@ def report(sweep: str) -> Path:
     ways = [d.name.lower() for d in study.directions] if study is not None else directions(folder, defects)
     ranking = Ranking.of(jobs, ways[0] == "maximize")
     jobs = ranked(jobs, ranking)
-    keys = swept_keys(jobs)
+    keys = swept_keys(jobs, searched_keys(folder, defects))
     out = folder / "report"  # made by the first write (gan/files.py), which names the folder if it cannot be
     front = pareto_front(jobs, ways) if len(ways) > 1 else None
-    write_tables(rows(jobs, keys, front), out)
+    write_tables(rows(jobs, keys, ranking, front), out)
     notes = [ranking.describe(), *protocol_notes(jobs),
              *(f"Left out {line}." for line in write_plots(jobs, keys, out, ranking))]
     if front is not None:
@@ -594,23 +677,33 @@ def report(sweep: str) -> Path:
         notes.append("seeds.md: the jobs that differ only in seed, as mean ± std (n) over the seeds that finished, "
                      "ranked on the mean.")
     notes += optuna_plots(study, out)
-    notes += best_samples(jobs[0], ranking, out)
+    notes += best_samples(jobs[0], keys, ranking, out)
     notes += defect_notes(jobs, defects, ranking)
     write_text(out / "notes.txt", "\n".join(notes) + "\n")
     return out
 
 
-def best_samples(best: Job, ranking: Ranking, out: Path) -> list[str]:
-    """A copy of the best job's last sample grid (images/<iteration>.png); a note when there is none.
-    The grid is read before the write, so that an unreadable one is not taken for an unwritable report."""
+def best_samples(best: Job, keys: list[str], ranking: Ranking, out: Path) -> list[str]:
+    """The best job's last sample grid (images/<iteration>.png) with a line above it naming the job,
+    what it changed and its score; a note when there is none. The grid is read before the write, so
+    that an unreadable one is not taken for an unwritable report."""
+    from PIL import Image, ImageDraw, ImageFont
+
     grids = sorted((p for p in (best.folder / "images").glob("*.png") if p.stem.isdigit()), key=lambda p: int(p.stem))
     if not grids or ranking.value(best) is None:
         return ["Left out best_samples.png: no job ranks first."]
     try:
-        grid = grids[-1].read_bytes()
+        grid = Image.open(grids[-1])
+        grid.load()
     except OSError as exc:
         return [f"Left out best_samples.png: {grids[-1]} could not be read ({type(exc).__name__}: {exc.strerror or exc})."]
-    write_atomically(out / "best_samples.png", lambda f: f.write(grid))
+    caption = f"best: job {best.name} ({label(best, keys)}), {axis_name(ranking.name)} {ranking.value(best):.4g}"
+    font = ImageFont.load_default(size=16)
+    width = max(grid.width, int(ImageDraw.Draw(grid).textlength(caption, font=font)) + 16)
+    sheet = Image.new("RGB", (width, grid.height + 26), "white")
+    sheet.paste(grid.convert("RGB"), (0, 26))
+    ImageDraw.Draw(sheet).text((8, 4), caption, fill="black", font=font)
+    write_atomically(out / "best_samples.png", lambda f: sheet.save(f, format="PNG"))
     return []
 
 

@@ -79,11 +79,11 @@ def write_idx(folder: Path, n: int, split: str) -> None:
     (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([2049, n], ">i4").tobytes() + labels.tobytes())
 
 
-def hparams_dashboard(logdir: Path) -> tuple[list[str], list[str], list[str]]:
+def hparams_dashboard(logdir: Path) -> tuple[list[str], list[str], dict[str, str]]:
     """What TensorBoard's HParams table shows for `tensorboard --logdir <logdir>`, computed by
     TensorBoard's own backend: the hyperparameter columns ticked by default (the dashboard sorts
     those whose values differ first and ticks five), the metric columns ticked (the first five)
-    and the row names (Trial ID)."""
+    and each row's name (Trial ID) with its Status (`STATUS_SUCCESS`, ...)."""
     from tensorboard import context
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
     from tensorboard.plugins import base_plugin
@@ -100,7 +100,7 @@ def hparams_dashboard(logdir: Path) -> tuple[list[str], list[str], list[str]]:
     metrics = [m.name.tag for m in experiment.metric_infos][:5]
     groups = list_session_groups.Handler(request, backend, "", api_pb2.ListSessionGroupsRequest(
         start_index=0, slice_size=1000, allowed_statuses=list(api_pb2.Status.values()))).run()
-    return columns, metrics, [g.name for g in groups.session_groups]
+    return columns, metrics, {g.name: api_pb2.Status.Name(g.sessions[0].status) for g in groups.session_groups}
 
 
 def write_image_folder(root: Path, per_class: int = 40, classes: tuple[str, ...] = ("red", "green", "blue")) -> dict[str, int]:

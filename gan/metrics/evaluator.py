@@ -130,6 +130,15 @@ class Evaluator:
         labelled = "intra_fid" in self.names and self.datamodule.labelled
         return self.scores(self.features(images[pick]), torch.as_tensor(labels)[pick] if labelled else None)
 
+    def cached_floor(self) -> dict[str, float]:
+        """The floor's scores, computed once per dataset (both splits' content), network, protocol,
+        k and seed, and read from the cache after that: every run of a sweep shows it beside its own."""
+        digests = [hashlib.sha256(np.ascontiguousarray(self.datamodule.split(train=t)[0].numpy())).hexdigest()[:12]
+                   for t in (False, True)]
+        name = f"floor-{datamodule_key(self.datamodule)}-{self.network}-{self.protocol.name}-{'-'.join(digests)}"
+        return cached(cache_dir() / f"{name}-k{self.k}-seed{self.seed}.pt",
+                      lambda: {k: float(v) for k, v in self.floor().items() if k in self.names}, "the real-data floor")
+
     def reference_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
         return statistics(self.real["hidden"])
 

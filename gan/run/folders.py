@@ -26,6 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from gan.errors import UserError, stopping_hydra
+from gan.run.names import job_dir, job_number
 from gan.run.ranks import process_rank, requeued_into
 
 log = logging.getLogger(__name__)
@@ -78,16 +79,21 @@ def sweep_dir(study: str | None, fresh: str) -> str:
 
 def job_order(folder: Path) -> tuple[bool, int, str]:
     """Sort key of a sweep's job folders as they were numbered: 0, 1, ..., 10, then other names."""
-    return not folder.name.isdigit(), int(folder.name) if folder.name.isdigit() else 0, folder.name
+    number = job_number(folder)
+    return number is None, number or 0, folder.name
 
 
 def free_job_dir(sweep_dir: str, job_num: int) -> str:
-    """A job's sub-folder: its number, or the next free one when an earlier invocation of the
-    same study already used it (claimed with an atomic mkdir, so parallel jobs never share)."""
-    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    if requeued_into(Path(sweep_dir) / str(job_num)):  # a requeued trial continues in its own folder
-        return str(job_num)
-    return claim(Path(sweep_dir) / str(n) for n in itertools.count(int(job_num))).name
+    """A job's sub-folder (`job_dir`: its number and what it changed), numbered on past every number
+    an earlier invocation of the same study used, and claimed with an atomic mkdir, so parallel
+    jobs never share one."""
+    sweep = Path(sweep_dir)
+    sweep.mkdir(parents=True, exist_ok=True)
+    own = [p for p in sweep.iterdir() if job_number(p) == int(job_num) and requeued_into(p)]
+    if own:  # a requeued trial continues in its own folder
+        return own[0].name
+    taken = {job_number(p) for p in sweep.iterdir()}
+    return claim(sweep / job_dir(n) for n in itertools.count(int(job_num)) if n not in taken).name
 
 
 # What Hydra writes first in a run's (a sweep's) folder; created here first, atomically, as the claim.

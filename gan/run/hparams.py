@@ -1,32 +1,37 @@
 """The run's resolved config in every logger: as text, and as the TensorBoard HParams row.
 
-The row is a session without an experiment summary: TensorBoard then builds the table's columns
-from all the runs it has open and puts the keys whose values differ among them first, so a
-sweep's swept keys are the visible columns (an experiment summary per run would make TensorBoard
-pick one run's column list for all, alphabetically). The metric columns are the logged scalars,
-sorted by name: `loss/*` first, then `metrics/*`."""
+A single run's row is a session without an experiment summary: TensorBoard then builds the
+table's columns from all the runs it has open and puts the keys whose values differ among them
+first. A sweep's job also writes the sweep's experiment summary (the same in every job): its
+columns are the keys the sweep varies and its metric columns the evaluation's, FID first (the
+losses when the run does not evaluate), because TensorBoard ticks the first five of each. A key
+that only passes another's value on (`optimizer.generator.lr: ${optimizer.lr}`) is shown as that
+source key, once. When the run ends, its session end records how (`end_session`), so the table's
+Status filter works."""
 
 from __future__ import annotations
 
-import os
+import logging
+import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
-from tensorboard.plugins.hparams import metadata
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionStartInfo
+from tensorboard.plugins.hparams import api_pb2, metadata
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
 
 from gan.config import flatten
-from gan.config.hydra_runtime import choices, hydra, in_sweep, overrides, sweep_folder, sweeper
-from gan.config.untrusted import lookup, read_yaml
+from gan.config.hydra_runtime import choices, hydra, overrides
 from gan.engine.lightning_adapter import tensorboard_writer
 from gan.files import write_text
+from gan.run.names import row_name, swept_keys
+
+log = logging.getLogger(__name__)
 
 # HParams columns every run has, whatever its options; the command line's keys join them.
 HEADLINE = ("seed", "data.batch_size", "model.latent_dim", "optimizer.generator.lr", "optimizer.discriminator.lr",
@@ -35,46 +40,33 @@ GROUPS = ("data", "model", "loss", "augment", "optimizer", "experiment")
 DEFAULT_EXPERIMENT = "default"  # no experiment chosen: train.yaml's defaults, which compose the keras_seed recipe
 
 
-def table_params(flat: Mapping[str, Any]) -> dict[str, Any]:
+def table_params(flat: Mapping[str, Any], raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The HParams row: the headline keys, the chosen option of each group, and every key set
-    on the command line. The jobs of one sweep share their override keys, so they get the same
-    columns even when they pick options with different keys (loss=hinge has no real_label)."""
-    params = {key: flat[key] for key in HEADLINE}
+    on the command line, each as its source key (`raw`: the config unresolved). The jobs of one
+    sweep share their override keys, so they get the same columns even when they pick options with
+    different keys (loss=hinge has no real_label)."""
+    keys = list(HEADLINE)
     if hydra() is not None:
-        chosen = choices()
-        params.update({group: str(chosen.get(group) or DEFAULT_EXPERIMENT) for group in GROUPS})
-        for override in overrides():
-            key = override.split("=", 1)[0].lstrip("+~")
-            if key in flat:
-                params[key] = flat[key]
+        keys += [override.split("=", 1)[0].lstrip("+~") for override in overrides()]
+    params = {}
+    for key in dict.fromkeys(source_key(raw or {}, key) for key in keys):
+        if key in flat:
+            params[key] = flat[key]
+    if hydra() is not None:
+        params.update({group: str(choices().get(group) or DEFAULT_EXPERIMENT) for group in GROUPS})
     return params
 
 
-def swept_keys() -> set[str]:
-    """The keys a sweep varies: its search space (`hydra.sweeper.params`) and, for a grid, the
-    overrides with several values in the sweep's command line (Hydra's multirun.yaml)."""
-    if not in_sweep():
-        return set()
-    keys = set(sweeper().get("params") or {})
-    grid = sweep_folder() / "multirun.yaml"
-    if grid.is_file():
-        task = lookup(read_yaml(grid), "hydra.overrides.task") or []  # as data: an override's ${...} is not resolved here
-        overrides = OverridesParser.create().parse_overrides([str(o) for o in task])
-        keys |= {o.key_or_group for o in overrides if o.is_sweep_override()}
-    return keys
+REFERENCE = re.compile(r"\$\{([\w.]+)\}")
 
 
-def row_name(run_dir: str) -> str:
-    """What the HParams table's first column (Trial ID) shows: the job's overrides, the swept
-    ones first, then its folder under outputs/ (`model.latent_dim=32 eval_every=0 ·
-    multirun/2026-11-28/08-00-00/0`), so two jobs of a sweep never read alike and the narrow
-    column's visible start says what differs."""
-    swept = swept_keys()
-    typed = sorted(overrides(), key=lambda o: o.split("=", 1)[0].lstrip("+~") not in swept)
-    folder = Path(run_dir).resolve()
-    outputs = Path.cwd().resolve() / "outputs"
-    where = os.path.relpath(folder, outputs) if folder.is_relative_to(outputs) else folder.name
-    return f"{' '.join(typed) or 'defaults'} · {where}"
+def source_key(raw: Mapping[str, Any], key: str) -> str:
+    """The key whose value `key` only passes on (`optimizer.generator.lr` -> `optimizer.lr`), followed to its end."""
+    seen = {key}
+    while isinstance(raw.get(key), str) and (match := REFERENCE.fullmatch(raw[key])) and match.group(1) not in seen:
+        key = match.group(1)
+        seen.add(key)
+    return key
 
 
 def session_start(params: Mapping[str, bool | int | float | str], group_name: str) -> Summary:
@@ -88,14 +80,53 @@ def session_start(params: Mapping[str, bool | int | float | str], group_name: st
     return Summary(value=[Summary.Value(tag=metadata.SESSION_START_INFO_TAG, metadata=content)])
 
 
+def experiment_summary(hparams: list[str], metrics: list[str]) -> Summary:
+    """The HParams experiment record: the columns, in this order, as TensorBoard shows them."""
+    info = api_pb2.Experiment(hparam_infos=[api_pb2.HParamInfo(name=name, differs=True) for name in hparams],
+                              metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in metrics])
+    content = metadata.create_summary_metadata(HParamsPluginData(experiment=info))
+    return Summary(value=[Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=content)])
+
+
+# status.json's word -> the session's end status (HParams' Status filter): only a run that reached its end succeeded.
+SESSION_STATUS = {"completed": api_pb2.STATUS_SUCCESS, "stopped": api_pb2.STATUS_FAILURE, "pruned": api_pb2.STATUS_FAILURE,
+                  "diverged": api_pb2.STATUS_FAILURE, "failed": api_pb2.STATUS_FAILURE, "interrupted": api_pb2.STATUS_FAILURE}
+
+
+def session_end(status: str) -> Summary:
+    info = SessionEndInfo(status=SESSION_STATUS.get(status, api_pb2.STATUS_UNKNOWN), end_time_secs=time.time())
+    content = metadata.create_summary_metadata(HParamsPluginData(session_end_info=info))
+    return Summary(value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=content)])
+
+
+def end_session(cfg: DictConfig, status: str) -> None:
+    """The HParams session's end, in the run's TensorBoard folders, once the job knows its status
+    (after Lightning closed its writer: a small events file of its own beside the others)."""
+    from torch.utils.tensorboard.writer import FileWriter
+
+    if is_smoke_run():
+        return
+    for node in (cfg.get("logger") or {}).values():
+        if node is not None and node.get("_target_", "").endswith("TensorBoardLogger"):
+            folder = Path(str(node.save_dir)) / str(node.get("name") or "") / str(node.get("version") or "")
+            try:
+                writer = FileWriter(str(folder), filename_suffix=".session_end")
+                writer.add_summary(session_end(status))
+                writer.close()
+            except OSError as exc:  # the run's status.json says it all the same
+                log.warning("The HParams session end was not written in %s: %s", folder, exc)
+
+
 def is_smoke_run() -> bool:
     return choices().get("debug") is not None
 
 
-def log_run_config(loggers: Iterable[Logger], cfg: DictConfig) -> None:
+def log_run_config(loggers: Iterable[Logger], cfg: DictConfig, metrics: list[str] = ()) -> None:
     """Every logger gets the whole flattened config (hparams.yaml); TensorBoard also gets it as
-    text and, except for `debug=` smoke runs, as an HParams row (`table_params`, `row_name`)."""
+    text and, except for `debug=` smoke runs, as an HParams row (`table_params`, `row_name`) and,
+    for a sweep's job, the sweep's columns: its swept keys and `metrics`, in their order."""
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    raw = flatten(OmegaConf.to_container(cfg, resolve=False))
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):  # Lightning writes it once, with a plain open(): here it is whole
             write_text(Path(logger.log_dir) / "hparams.yaml", yaml.safe_dump(params, sort_keys=False))
@@ -104,4 +135,9 @@ def log_run_config(loggers: Iterable[Logger], cfg: DictConfig) -> None:
             text = "\n".join("    " + line for line in OmegaConf.to_yaml(cfg, resolve=True).splitlines())
             logger.experiment.add_text("config", text, 0)
             if not is_smoke_run():
-                tensorboard_writer(logger).add_summary(session_start(table_params(params), row_name(cfg.run_dir)))
+                row = table_params(params, raw)
+                writer = tensorboard_writer(logger)
+                swept = [key for key in dict.fromkeys(source_key(raw, k) for k in swept_keys()) if key in row]
+                if swept:
+                    writer.add_summary(experiment_summary(swept, list(metrics)))
+                writer.add_summary(session_start(row, row_name(cfg.run_dir)))

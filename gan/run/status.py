@@ -64,3 +64,12 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
     if not isinstance(status, dict) or not isinstance(status.get("status"), str):
         raise DamagedStatus(f"{path}: not a run's status (no `status` in it)")
     return _numbers(status)
+
+
+def stopped_at(status: dict[str, Any]) -> str:
+    """`stopped at 300/600: mode collapse: ...` from a status.json's `stop` (what ended the run early); "" without one."""
+    stop = status.get("stop")
+    if not isinstance(stop, dict):
+        return ""
+    of = f"/{status['max_steps']}" if status.get("max_steps") else ""
+    return f"{status.get('status', 'stopped')} at {stop.get('iteration')}{of}: {stop.get('reason') or stop.get('rule', '')}"

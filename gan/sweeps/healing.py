@@ -86,9 +86,9 @@ def job_folder(candidates: list[Path], trial: FrozenTrial) -> Path | None:
 def finished_as(status: dict[str, Any], n_values: int) -> tuple[TrialState, list[float] | None] | None:
     """What a job that finished told its status.json, as the sweeper would have told the study;
     None when it did not finish with a usable outcome."""
-    if status.get("status") == "pruned":
+    if status.get("status") in ("pruned", "stopped"):  # stopped early: not a finished trial's value
         return TrialState.PRUNED, None
-    if status.get("status") not in ("completed", "stopped"):
+    if status.get("status") != "completed":
         return None
     value = status.get("objective")
     values = value if isinstance(value, list) else [value]

@@ -47,7 +47,7 @@ class PruneTrial(pl.Callback):
         self.metric, self.every_n_steps = metric, every_n_steps
         self.where, self.trial_id, self.pruner = (storage, study_name), trial_id, pruner
         self.trial = None
-        self.pruned_at: int | None = None
+        self.stop: dict | None = None  # {"rule": "pruner", "reason", "iteration"} once it pruned
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.is_global_zero and self.trial is None:
@@ -59,7 +59,7 @@ class PruneTrial(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         step = trainer.global_step
-        if (step % self.every_n_steps or self.metric not in trainer.callback_metrics or self.pruned_at is not None
+        if (step % self.every_n_steps or self.metric not in trainer.callback_metrics or self.stop is not None
                 or step >= trainer.max_steps):  # a trial at its end has finished, whatever the pruner says
             return
         prune = None
@@ -67,10 +67,12 @@ class PruneTrial(pl.Callback):
             self.trial.report(float(trainer.callback_metrics[self.metric]), step)
             prune = self.trial.should_prune()
         if trainer.strategy.broadcast(prune, src=0):  # every process stops at the same iteration
-            self.pruned_at = step
+            value = float(trainer.callback_metrics[self.metric])
+            pruner = self.pruner if isinstance(self.pruner, str) else "study's"
+            reason = f"{self.metric} {value:.4g} is worse than the {pruner} pruner allows at this iteration"
+            self.stop = {"rule": "pruner", "reason": reason, "iteration": step}
             trainer.should_stop = True
-            log.warning("Pruned at iteration %d: %s %.4g is worse than the study's pruner allows (%s).", step,
-                        self.metric, float(trainer.callback_metrics[self.metric]), self.pruner)
+            log.warning("Pruned at iteration %d: %s.", step, reason)
 
 
 def prune_trial_callback(cfg: DictConfig) -> PruneTrial | None:

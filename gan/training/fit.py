@@ -16,7 +16,7 @@ from gan.config.building import build, network_optimizer
 from gan.config.hydra_runtime import config_folders
 from gan.engine.distributed import cluster_plugins
 from gan.errors import UserError
-from gan.metrics import available
+from gan.metrics import available, logged_tag
 from gan.metrics.protocols import DEFAULT, parse
 from gan.module import GAN, LOGGED_METRICS
 from gan.run.checkpoints.files import load_checkpoint, resolve_checkpoint
@@ -98,6 +98,18 @@ def metric_tags(cfg: DictConfig, labelled: bool = True) -> tuple[str, ...]:
     return LOGGED_METRICS + tuple(f"metrics/{name}" for name in names)
 
 
+HPARAMS_FIRST = ("fid", "intra_fid", "precision", "recall", "modes_covered")  # what a sweep's table shows ticked
+
+
+def hparams_metrics(tags: tuple[str, ...], protocol: str | None) -> list[str]:
+    """The HParams metric columns of a sweep, in the order TensorBoard ticks them: the evaluation's
+    (FID first, as logged under the protocol), then the losses."""
+    names = [tag.removeprefix("metrics/") for tag in tags if tag.startswith("metrics/")]
+    names.sort(key=lambda name: HPARAMS_FIRST.index(name) if name in HPARAMS_FIRST else len(HPARAMS_FIRST))
+    scores = [logged_tag(name, protocol) for name in names]
+    return scores + [tag for tag in tags if not tag.startswith("metrics/")] if protocol else list(tags)
+
+
 def fit(cfg: DictConfig) -> dict[str, float]:
     validate(cfg)
     # One real batch per D step (and G's, for a pairwise loss); the iterations of one training step drawn together.
@@ -140,8 +152,9 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)  # else Lightning adds its own
     trainer: pl.Trainer = build(cfg, "trainer", logger=loggers or False, callbacks=callbacks,
                                 enable_checkpointing=checkpointing, plugins=[*cluster_plugins(), WholeCheckpoints()])
+    protocols = [c.protocol.name for c in callbacks if getattr(c, "protocol", None) and getattr(c, "every_n_steps", 0)]
     if process_rank() == 0:  # the others' loggers write nothing either
-        log_run_config(loggers, cfg)
+        log_run_config(loggers, cfg, hparams_metrics(tags, protocols[0] if protocols else None))
 
     log.info("Run folder: %s", cfg.run_dir)
     log.info("Networks: G %s, D %s", size(module.generator), size(module.discriminator))
@@ -149,11 +162,14 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)  # never unpickle code
     # The last logged scalars, and how far training got (less than max_steps when a callback stopped it).
     run = {"global_step": trainer.global_step, "processes": trainer.world_size}
-    if pruning is not None and pruning.pruned_at is not None:
-        run["pruned_at"] = pruning.pruned_at
-    protocols = [c.protocol.name for c in callbacks if getattr(c, "protocol", None) and getattr(c, "every_n_steps", 0)]
-    if protocols:  # what the metrics/* numbers are: status.json says it beside them
+    stops = [c.stop for c in callbacks if getattr(c, "stop", None)]  # the health monitor's or the pruner's
+    if stops:
+        run["stop"] = stops[0]
+    if protocols:  # what the metrics/* numbers are: status.json says it beside them, with the real-data floor
         run["metrics_protocol"] = protocols[0]
+        floors = [c.floor for c in callbacks if getattr(c, "floor", None)]
+        if floors:
+            run["metrics_floor"] = floors[0]
     if getattr(trainer.strategy, "replicas_identical", None) is not None:  # several processes (gan/engine/distributed.py)
         run["replicas_identical"] = trainer.strategy.replicas_identical
     return {**{k: v.item() for k, v in trainer.callback_metrics.items()}, **run}

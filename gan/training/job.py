@@ -22,6 +22,7 @@ from gan.engine.distributed import processes_per_node
 from gan.errors import UserError
 from gan.files import WriteFailed
 from gan.run.checkpoints.resume import continue_after_requeue
+from gan.run.hparams import end_session
 from gan.run.ranks import die_with_starter, process_rank, slurm_job, start_others_tied
 from gan.run.signals import STOP, requeue_after
 from gan.run.status import write_status
@@ -69,7 +70,7 @@ def run(cfg: DictConfig) -> float | None:
 def _run(cfg: DictConfig) -> float | None:
     torch.set_num_threads(threads(cfg))
     start = time.time()
-    common = {"started": start, "threads": torch.get_num_threads()}
+    common = {"started": start, "threads": torch.get_num_threads(), "max_steps": cfg.trainer.max_steps}
     if slurm_job() is not None:
         common["slurm_job"] = slurm_job()  # a requeued job knows its folder by it
     write_status(cfg.run_dir, status="running", **common)
@@ -80,22 +81,26 @@ def _run(cfg: DictConfig) -> float | None:
             interrupted(cfg, common, STOP.signum or signal.SIGINT)
         except Exception as exc:
             return failed(cfg, common, exc)
-        common.update({k: metrics.pop(k) for k in ("processes", "replicas_identical", "metrics_protocol") if k in metrics})
+        recorded = ("processes", "replicas_identical", "metrics_protocol", "metrics_floor", "stop")  # status.json's, not scalars
+        common.update({k: metrics.pop(k) for k in recorded if k in metrics})
         if STOP.signum is not None:
             interrupted(cfg, common, STOP.signum, metrics)
     try:
         value = objective(cfg, metrics)
     except Exception as exc:
         return failed(cfg, common, exc)
-    pruned = metrics.pop("pruned_at", None) is not None  # by its Optuna trial's pruner (gan/sweeps/pruning.py)
-    status = "diverged" if diverged(metrics) else "pruned" if pruned else \
+    stop = common.get("stop") or {}  # the pruner's (gan/sweeps/pruning.py) or the health monitor's (gan/callbacks.py)
+    status = "diverged" if diverged(metrics) else "pruned" if stop.get("rule") == "pruner" else \
         "stopped" if metrics["global_step"] < cfg.trainer.max_steps else "completed"
+    if status == "completed":  # a stop on the last iteration ended nothing early
+        common.pop("stop", None)
     if status == "diverged" and in_sweep():
         log.error("This job diverged (non-finite losses); the sweep gets objective %s.", cfg.failed_objective)
         value = cfg.failed_objective
     ended = time.time()
     write_status(cfg.run_dir, status=status, ended=ended, objective=value, metrics=metrics, **common)
-    log.info(ending(cfg.run_dir, status, metrics, ended - start, common.get("metrics_protocol")))
+    end_session(cfg, status)
+    log.info(ending(cfg.run_dir, status, metrics, ended - start, common))
     if status == "diverged" and not in_sweep():
         raise UserError(f"Training diverged: a loss became NaN or infinite by iteration {metrics['global_step']} "
                         f"(status.json: diverged). No checkpoint was written with non-finite weights; the newest "
@@ -109,6 +114,7 @@ def failed(cfg: DictConfig, common: dict, exc: Exception) -> float:
     try:
         write_status(cfg.run_dir, status="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}",
                      objective=cfg.failed_objective if sweep else None, **common)
+        end_session(cfg, "failed")
     except WriteFailed as also:  # the disk that failed the run refuses status.json too: the run's error is the news
         log.error("status.json not updated: %s", also)
     if not sweep:
@@ -120,6 +126,7 @@ def failed(cfg: DictConfig, common: dict, exc: Exception) -> float:
 def interrupted(cfg: DictConfig, common: dict, signum: int, metrics: dict | None = None) -> NoReturn:
     name = signal.Signals(signum).name
     write_status(cfg.run_dir, status="interrupted", signal=name, ended=time.time(), metrics=metrics, **common)
+    end_session(cfg, "interrupted")
     where = f" at iteration {metrics['global_step']}; resume with ckpt_path={cfg.run_dir}" if metrics else ""
     log.warning("Stopped by %s%s.", name, where)
     requeue_after(signum, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 from gan.run.folders import free_job_dir, outputs_root, sweep_dir, unique_dir
+from gan.run.names import job_dir
 from gan.sweeps.studies import study_seed
 
 # name -> (function, cache its value): a folder is claimed once per run, however often it is read
@@ -14,6 +15,7 @@ RESOLVERS = {
     "sweep_dir": (sweep_dir, True),
     "outputs_root": (outputs_root, False),
     "free_job_dir": (free_job_dir, True),
+    "job_dir": (job_dir, False),  # a pure function of the job's overrides
     "study_seed": (study_seed, False),
 }
 

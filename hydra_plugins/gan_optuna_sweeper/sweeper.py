@@ -2,8 +2,9 @@
 
 Each batch of `n_jobs` trials is asked from the study, launched as Hydra jobs (any launcher:
 basic, joblib, SLURM), and told back with the state the job's own status.json records:
-`completed`/`stopped` with the objective, `pruned` as PRUNED, `failed`/`diverged` (or no
-status) as FAIL. Each job gets `hydra.sweeper.trial=<id>`, so it can report its intermediate
+`completed` with the objective, `pruned` or `stopped` (early, by the health monitor) as PRUNED,
+`failed`/`diverged` (or no status) as FAIL; with user attributes saying where its folder is, how
+it ended and its final scores (`trial_attributes`). Each job gets `hydra.sweeper.trial=<id>`, so it can report its intermediate
 objective to its trial through the study's storage and be pruned there (gan/sweeps/pruning.py).
 Each trial records the sweeper's process, so that a sweep started again after a kill resolves the
 trials its dead predecessor left RUNNING, and can retry them (`retries`, gan/sweeps/healing.py).
@@ -77,28 +78,49 @@ def search_space(arguments: list[str]) -> tuple[dict[str, BaseDistribution], dic
     return space, fixed
 
 
-def job_state(ret: JobReturn) -> tuple[TrialState, list[float] | None, str]:
+def job_state(ret: JobReturn) -> tuple[TrialState, list[float] | None, str, dict]:
     """What a finished job was, read from the status.json it wrote (gan/run/status.py): the trial's
-    state, its values, and a word for the log."""
-    from gan.run.status import DamagedStatus, read_status
+    state, its values, a word for the log, and the status itself. A job stopped early (by the
+    pruner, or by the health monitor) is PRUNED: its last value is not a finished trial's."""
+    from gan.run.status import DamagedStatus, read_status, stopped_at
 
     folder = Path(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else None
     try:
-        status = (read_status(folder) or {}).get("status") if folder is not None else None
+        status = (read_status(folder) or {}) if folder is not None else {}
     except DamagedStatus as exc:  # a FAIL of this trial, not the end of the sweep
-        return TrialState.FAIL, None, str(exc)
-    if status == "pruned":
-        return TrialState.PRUNED, None, f"stopped by the pruner, status.json in {folder}"
-    if status not in ("completed", "stopped"):
-        return TrialState.FAIL, None, status or "no status.json"
+        return TrialState.FAIL, None, str(exc), {}
+    word = status.get("status")
+    if word in ("pruned", "stopped"):
+        return TrialState.PRUNED, None, f"{stopped_at(status) or word}; status.json in {folder}", status
+    if word != "completed":
+        return TrialState.FAIL, None, word or "no status.json", status
     try:
         value = ret.return_value
     except Exception as exc:  # the job raised after writing its status
-        return TrialState.FAIL, None, f"{type(exc).__name__}: {exc}"
+        return TrialState.FAIL, None, f"{type(exc).__name__}: {exc}", status
     values = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
     if not all(math.isfinite(v) for v in values):
-        return TrialState.FAIL, None, f"objective {values}"
-    return TrialState.COMPLETE, values, status
+        return TrialState.FAIL, None, f"objective {values}", status
+    return TrialState.COMPLETE, values, word, status
+
+
+def trial_attributes(folder: str | None, status: dict) -> dict[str, Any]:
+    """What optuna-dashboard shows of a trial beside its parameters: its run folder, how it ended
+    (and what stopped it early, at which iteration), its final scores."""
+    attrs: dict[str, Any] = {"run_folder": folder, "status": status.get("status", "no status.json")}
+    stop = status.get("stop")
+    if isinstance(stop, dict):
+        attrs.update(stopped_at=stop.get("iteration"), stop_reason=stop.get("reason"), stop_rule=stop.get("rule"))
+    if status.get("max_steps"):
+        attrs["max_steps"] = status["max_steps"]
+    if status.get("metrics_protocol"):
+        attrs["metrics_protocol"] = status["metrics_protocol"]
+    if status.get("error"):
+        attrs["error"] = str(status["error"])[:500]
+    for key, value in (status.get("metrics") or {}).items():
+        if key.startswith(("metrics/", "loss/")) and isinstance(value, (int, float)) and math.isfinite(value):
+            attrs[key] = value
+    return attrs
 
 
 class OptunaSweeper(Sweeper):
@@ -138,6 +160,11 @@ class OptunaSweeper(Sweeper):
             self.sampler = self.sampler(points)
             self.n_trials = min(self.n_trials, math.prod(len(v) for v in points.values()))
         study = self.study()
+        metrics = self.config.get("optimized_metric")
+        names = [str(m) for m in ([metrics] if isinstance(metrics, str) else metrics or [])]
+        if len(names) == len(self.directions):
+            study.set_metric_names(names)  # optuna-dashboard's axes: metrics/fid, not "Objective 0"
+        self.save_sweep()
         log.info("Study %s in %s: %d trials stored; sampler %s, pruner %s, directions %s", study.study_name,
                  self.storage, len(study.trials), type(self.sampler).__name__, type(self.pruner).__name__,
                  [str(d) for d in self.directions])
@@ -152,7 +179,10 @@ class OptunaSweeper(Sweeper):
             self.job_idx += len(returns)
             failures = 0
             for trial, ret in zip(trials, returns):
-                state, values, what = job_state(ret)
+                state, values, what, status = job_state(ret)
+                folder = str(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else None
+                for key, value in trial_attributes(folder, status).items():
+                    trial.set_user_attr(key, value)
                 tell(study, trial, values, state)
                 failures += state == TrialState.FAIL
                 if state != TrialState.COMPLETE:
@@ -162,6 +192,13 @@ class OptunaSweeper(Sweeper):
                                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate}")
             to_go -= batch
         self.save_results(study)
+
+    def save_sweep(self) -> None:
+        """multirun.yaml, as Hydra's own sweeper writes it: the sweep's config and command line, which
+        the jobs name their folders by (gan/run/names.py) and gan.report reads."""
+        from gan.files import write_text
+
+        write_text(Path(self.config.hydra.sweep.dir) / "multirun.yaml", OmegaConf.to_yaml(self.config))
 
     def save_results(self, study: optuna.Study) -> None:
         done = [t for t in study.trials if t.state == TrialState.COMPLETE]

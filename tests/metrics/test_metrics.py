@@ -178,6 +178,10 @@ def test_eval_callback_logs_metrics_keeps_the_best_checkpoint_and_returns_the_ob
     fids = {e.step: e.value for e in acc.Scalars("metrics/classifier500_test/fid")}
     assert best["global_step"] == min(fids, key=fids.get)
     assert metrics["metrics_protocol"] == "classifier500_test"  # status.json's, beside metrics/fid
+    floor = metrics["metrics_floor"]  # real images scored the same way: what "good" reads here
+    assert floor["fid"] < min(fids.values()) and floor["modes_covered"] == 10
+    assert [(e.step, e.value) for e in acc.Scalars("floor/classifier500_test/fid")] == [
+        (6, pytest.approx(floor["fid"])), (12, pytest.approx(floor["fid"]))]  # a flat line beside the FID's curve
     assert metrics["metrics/fid"] == pytest.approx(fid_value, rel=1e-6) and "metrics/density" in metrics
 
 
@@ -219,6 +223,13 @@ def test_health_monitor_flags_low_mode_coverage(mnist_classifier, tmp_path, capl
         fit(cfg)
     assert sum("fewer than 11 classes" in r.getMessage() for r in caplog.records) == 1
     assert [e.value for e in events(tmp_path).Scalars("warnings/low_modes")] == [1.0, 1.0]
+    # judged only from 3/4 of the run on: the evaluations at 6 and 12 of 24 say nothing, the one at 18 stops the run
+    cfg = make_cfg(*quick("eval_every=6", "callbacks.metrics.n=200", "callbacks.health.min_modes=11",
+                          "callbacks.health.warmup=0.75", "callbacks.health.action=stop", "trainer.max_steps=24"),
+                   run_dir=tmp_path / "later")
+    metrics = fit(cfg)
+    assert [e.value for e in events(tmp_path / "later").Scalars("warnings/low_modes")] == [0.0, 0.0, 1.0]
+    assert metrics["global_step"] == 18 and metrics["stop"]["rule"] == "health.low_modes"
 
 
 def test_inception_features_without_weights_stop_with_what_to_do(tmp_path, monkeypatch):

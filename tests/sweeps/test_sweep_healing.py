@@ -169,7 +169,7 @@ def test_a_damaged_status_json_is_a_failed_trial_not_a_crashed_sweep(tmp_path):
 
     (tmp_path / "status.json").write_text('{"status": "comp')  # cut off mid-write by an older version
     ret = JobReturn(hydra_cfg=OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}}))
-    state, values, what = job_state(ret)
+    state, values, what, _ = job_state(ret)
     assert state == TrialState.FAIL and values is None and "status.json: unreadable" in what
 
 

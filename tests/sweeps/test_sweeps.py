@@ -16,6 +16,8 @@ from omegaconf import OmegaConf
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from gan.report import label, read_job, report
+from gan.run.folders import job_order
+from gan.run.names import job_number
 from tests.helpers import events, hparams_dashboard, run_cli
 
 TINY = ("trainer=cpu", "trainer.max_steps=4", "trainer.log_every_n_steps=2", "sample_every=2", "eval_every=0",
@@ -24,7 +26,8 @@ pytestmark = pytest.mark.usefixtures("mnist_root")
 
 
 def statuses(sweep: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep.glob("*/status.json"))}
+    found = sorted(sweep.glob("*/status.json"), key=lambda p: job_order(p.parent))  # 0, 1, ..., 10: as numbered
+    return {p.parent.name: json.loads(p.read_text()) for p in found}
 
 
 def test_an_optuna_study_is_stored_and_running_the_command_again_continues_it(tmp_path):
@@ -40,7 +43,7 @@ def test_an_optuna_study_is_stored_and_running_the_command_again_continues_it(tm
     first, second = ([t.params for t in ts] for ts in (trials[1][:2], trials[1][2:]))
     assert first != second  # the continued study samples new points, not the first invocation's again
     jobs = statuses(study)
-    assert sorted(jobs) == ["0", "1", "2", "3"] and all(s["status"] == "completed" for s in jobs.values())
+    assert [job_number(study / job) for job in jobs] == [0, 1, 2, 3] and all(s["status"] == "completed" for s in jobs.values())
     assert not list((tmp_path / "outputs" / "optuna").glob("optuna_quick_*"))  # continued in place
     assert not (tmp_path / "outputs" / "multirun").exists()  # and no stray timestamped folder
 
@@ -53,12 +56,13 @@ def test_failing_and_diverging_jobs_do_not_stop_a_sweep_and_the_report_lists_the
     out = report(str(sweep))
     with open(out / "jobs.csv") as f:
         table = {row["job"]: row for row in csv.DictReader(f)}
-    assert set(table) == {"0", "1", "2", "3"}  # one row per job
+    assert set(table) == {"0_batch_size-8_lr-2e-4", "1_batch_size-8_lr-1e30", "2_batch_size-100000_lr-2e-4",
+                          "3_batch_size-100000_lr-1e30"}  # one row per job, named by what it changed
     assert {(r["data.batch_size"], r["optimizer.lr"], r["status"]) for r in table.values()} == {
         ("8", "0.0002", "completed"), ("100000", "0.0002", "failed"), ("8", "1e+30", "diverged"), ("100000", "1e+30", "failed")}
     completed = next(r for r in table.values() if r["status"] == "completed")
     g_loss = events(sweep / completed["job"]).Scalars("loss/g")[-1].value
-    assert completed["rank"] == "1" and float(completed["objective"]) == pytest.approx(g_loss, rel=1e-3)
+    assert completed["rank"] == "1" and float(ranked_value(completed, "G loss ↓")) == pytest.approx(g_loss, rel=1e-3)
     assert all("more than the dataset" in r["error"] for r in table.values() if r["status"] == "failed")
     assert "failed" in (out / "jobs.md").read_text()
     assert {p.name for p in out.glob("*.png")} >= {"objective_vs_data.batch_size.png", "objective_vs_optimizer.lr.png",
@@ -119,7 +123,7 @@ def test_several_objectives_give_a_pareto_front_in_the_report(tmp_path):
     with open(out / "jobs.csv") as f:
         table = list(csv.DictReader(f))
     front = {r["job"] for r in table if r["Pareto front"] == "★"}
-    values = {str(t.number): t.values for t in study.trials}  # job folders are numbered as the trials here
+    values = {next(j.name for j in sweep.iterdir() if job_number(j) == t.number): t.values for t in study.trials}
     beaten = lambda a: any(b[0] <= a[0] and b[1] >= a[1] and b != a for b in values.values())
     assert front == {job for job, v in values.items() if not beaten(v)} and front
     assert (out / "optuna_pareto_front.png").exists() and "Pareto front" in (out / "notes.txt").read_text()
@@ -219,11 +223,12 @@ def test_joblib_runs_jobs_in_parallel_with_the_cores_shared_and_hparams_shows_wh
     assert a["started"] < b["ended"] and b["started"] < a["ended"]  # the two jobs overlapped in time
     assert all(s["threads"] == max(1, (os.cpu_count() or 1) // 2) for s in jobs.values())
     rows = [hparams_row(tmp_path / "sweep" / job) for job in jobs]
-    assert rows[0].keys() == rows[1].keys() and {"loss", "model.latent_dim", "optimizer.generator.lr"} <= rows[0].keys()
+    assert rows[0].keys() == rows[1].keys() and {"loss", "model.latent_dim", "optimizer.lr"} <= rows[0].keys()
     assert rows[0]["experiment"] == "default" and {r["loss"] for r in rows} == {"nonsaturating", "hinge"}
     columns, metrics, names = hparams_dashboard(tmp_path / "sweep")  # what the table shows first
-    assert columns[0] == "loss" and metrics[:2] == ["loss/d", "loss/g"]
-    assert sorted(n.split()[0] for n in names) == ["loss=hinge", "loss=nonsaturating"]  # the swept value leads
+    assert columns == ["loss"] and metrics[:2] == ["loss/d", "loss/g"]  # what the sweep varied, nothing constant
+    assert sorted(names) == ["loss=hinge · job 1 · sweep", "loss=nonsaturating · job 0 · sweep"]  # what changed leads
+    assert set(names.values()) == {"STATUS_SUCCESS"}
 
 
 def test_the_submitit_local_launcher_runs_a_job(tmp_path):
@@ -252,16 +257,24 @@ def test_the_slurm_launcher_config_composes_with_the_cluster_keys():
     assert (launcher.tasks_per_node, launcher.nodes, launcher.gpus_per_node) == (4, 2, 4)
 
 
-def test_a_run_the_health_monitor_stops_is_marked_stopped(tmp_path):
+def test_a_run_the_health_monitor_stops_says_why_and_where_everywhere(tmp_path, caplog):
     from gan.training.job import run
     from tests.helpers import make_cfg, quick
 
     # "D wins" whenever D(x) > 0 and D(G(z)) < 1, i.e. always: the monitor stops the run after 3 iterations
-    run(make_cfg(*quick("callbacks.health.action=stop", "callbacks.health.d_real_above=0", "callbacks.health.d_fake_below=1",
-                        "callbacks.health.window=3"), run_dir=tmp_path))
+    with caplog.at_level("INFO", logger="gan.training.job"):
+        run(make_cfg(*quick("callbacks.health.action=stop", "callbacks.health.d_real_above=0",
+                            "callbacks.health.d_fake_below=1", "callbacks.health.window=3"), run_dir=tmp_path))
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["status"] == "stopped" and status["metrics"]["global_step"] < 12
     assert status["ended"] > status["started"]
+    stop = status["stop"]  # which rule, its numbers, and where
+    assert stop["rule"] == "health.d_wins" and stop["iteration"] == status["metrics"]["global_step"] and status["max_steps"] == 12
+    assert "D(x) > 0 and D(G(z)) < 1 for 3 iterations" in stop["reason"]
+    assert f"Run stopped at {stop['iteration']}/12: D wins outright" in caplog.text  # the console's ending
+    _, _, rows = hparams_dashboard(tmp_path)
+    assert list(rows.values()) == ["STATUS_FAILURE"]  # HParams' Status filter: it did not reach its end
+    assert read_job(tmp_path).stopped == f"stopped at {stop['iteration']}/12: {stop['reason']}"  # gan.report's column
 
 
 def test_the_report_reads_a_sweep_without_importing_torch_or_lightning():
@@ -283,6 +296,13 @@ def test_search_dimensions_on_the_command_line_replace_the_configs(tmp_path):
     assert len(configs) == 3 and all(c.data.batch_size in (16, 24) and c.model.latent_dim == 12 for c in configs)
 
 
+def ranked_value(row: dict[str, str], name: str) -> str:
+    """The report's ranking column, which is named by what it ranks by (`FID ↓ (ranked by)`)."""
+    column = next(c for c in row if "(ranked by" in c)
+    assert column.startswith(name), column
+    return row[column]
+
+
 def fake_job(sweep: Path, name: str, overrides: list[str], fids: list[float] | None, tag: str = "metrics/fid") -> None:
     """A finished job folder as a grid sweep without optimized_metric leaves it."""
     from torch.utils.tensorboard import SummaryWriter
@@ -300,7 +320,26 @@ def fake_job(sweep: Path, name: str, overrides: list[str], fids: list[float] | N
             writer.add_scalar(tag, fid, 50 * step)
     (folder / "images").mkdir()
     for step in (50, 100):
-        (folder / "images" / f"{step:06d}.png").write_bytes(f"{name} {step}".encode())
+        fake_grid(folder / "images" / f"{step:06d}.png", name, step)
+
+
+def fake_grid(path: Path, name: str, step: int) -> None:
+    """A sample grid of one colour, its own for each job and iteration."""
+    from PIL import Image
+
+    Image.new("RGB", (60, 40), grid_colour(name, step)).save(path)
+
+
+def grid_colour(name: str, step: int) -> tuple[int, int, int]:
+    return (int(name) * 40 % 256 if name.isdigit() else 7, step % 256, 99)
+
+
+def shows_grid(png: Path, name: str, step: int) -> bool:
+    """Whether best_samples.png is job `name`'s grid of iteration `step` under its caption."""
+    from PIL import Image
+
+    image = Image.open(png).convert("RGB")
+    return image.getpixel((30, image.height - 5)) == grid_colour(name, step) and image.getpixel((2, 2)) == (255, 255, 255)
 
 
 def test_a_sweep_without_an_objective_is_ranked_by_its_last_fid_and_labelled_by_overrides(tmp_path):
@@ -311,7 +350,7 @@ def test_a_sweep_without_an_objective_is_ranked_by_its_last_fid_and_labelled_by_
         table = list(csv.DictReader(f))
     assert [(r["rank"], r["model.latent_dim"]) for r in table] == [("1", "64"), ("2", "32")]  # FID 1974 before 2038
     assert "Ranked by last metrics/fid (lower is better)." in (out / "notes.txt").read_text()
-    assert (out / "best_samples.png").read_bytes() == b"1 100"  # the best job's last grid
+    assert shows_grid(out / "best_samples.png", "1", 100)  # the best job's last grid
     assert {p.name for p in out.glob("*.png")} == {"objective_vs_model.latent_dim.png", "curves.png", "best_samples.png"}
     assert label(read_job(tmp_path / "0"), ["model.latent_dim"]) == "latent_dim=32"  # the curves' legend
 
