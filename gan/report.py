@@ -27,6 +27,7 @@ import io
 import math
 import statistics
 import struct
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +41,12 @@ from gan.errors import UserError
 from gan.files import write_atomically, write_text
 from gan.metrics import BETTER, METRICS, short_tag
 from gan.run.folders import job_order
-from gan.run.names import job_number, short_keys, varying
+from gan.run.names import job_number, short_keys, short_value, varying
 from gan.run.status import STATUS_FILE, DamagedStatus, read_status, stopped_at
 
 CURVE_JOBS = 5  # best jobs drawn in curves.png
 FEW_TRIALS = 20  # complete trials below which parameter importances come with a caveat
+MAX_GROUPS = 6  # an objective_vs_<key> plot colours its points by the other keys when they make this many groups at most
 UNKNOWN = "unknown"  # what the tables show for an override of a job whose .hydra/ is gone or unreadable
 FINISHED = ("completed", "running")  # statuses whose objective is a result to rank by (stopped early: where it stopped)
 UNSURE = ("damaged", "unknown")  # status.json damaged or missing: ranked after FINISHED, by what the job logged
@@ -334,13 +336,14 @@ def axis_name(tag: str) -> str:
     return NAMES.get(tag.removeprefix("last "), tag)
 
 
-def label(job: Job, keys: list[str]) -> str:
+def label(job: Job, keys: list[str], among: list[str] | None = None) -> str:
     """A job as its overrides name it (`latent_dim=32, generator.lr=0.0002`): each key by the
-    shortest end of its name no other swept key shares, so G's and D's learning rates stay apart."""
+    shortest end of its name no other swept key (`among`, else `keys`) shares, so G's and D's
+    learning rates stay apart."""
     if job.overrides is None:
         return f"job {job.name} (overrides unknown)"
-    names = short_keys(keys)
-    return ", ".join(f"{names[k]}={short(job.overrides.get(k, ''))}" for k in keys) or f"job {job.name}"
+    names = short_keys(among or keys)
+    return ", ".join(f"{names[k]}={short_value(job.overrides.get(k, ''))}" for k in keys) or f"job {job.name}"
 
 
 def swept_keys(jobs: list[Job], searched: list[str] = ()) -> list[str]:
@@ -489,7 +492,7 @@ def save_figure(fig, path: Path) -> None:
     """Whole or not at all (gan/files.py), then closed, so that the next plot starts empty."""
     import matplotlib.pyplot as plt
 
-    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))  # legends beside kept
     plt.close(fig)
 
 
@@ -528,16 +531,23 @@ def write_plots(jobs: list[Job], keys: list[str], out: Path, ranking: Ranking) -
         categories = sorted(set(values))
         x = numbers if all(n is not None for n in numbers) else [categories.index(v) for v in values]
         others = [k for k in keys if k != key]
-        groups = sorted({label(j, others) for j in scored}) if others else [""]
-        for colour, group in enumerate(groups):
+        group = {j.name: label(j, others, among=keys) if others else "" for j in scored}
+        groups = sorted(set(group.values()))
+        coloured = 1 < len(groups) <= MAX_GROUPS and len(groups) < len(scored)  # a grid's other keys, not every point its own
+        for colour, name in enumerate(groups if coloured else [None]):
             for pruned in (False, True):  # a trial stopped early: its value is where it stopped, drawn hollow
                 points = [(xi, ranking.value(j)) for xi, j in zip(x, scored)
-                          if (j.status in ("pruned", "stopped")) == pruned and (not others or label(j, others) == group)]
+                          if (j.status in ("pruned", "stopped")) == pruned and name in (None, group[j.name])]
                 if points:
-                    ax.scatter(*zip(*points), facecolors="none" if pruned else f"C{colour % 10}", edgecolors=f"C{colour % 10}",
-                               label=(group or "finished") + (" (stopped early: where it stopped)" if pruned else ""))
+                    tint = f"C{colour % 10}"
+                    ax.scatter(*zip(*points), facecolors="none" if pruned else tint, edgecolors=tint,
+                               label=early(name) if pruned else name or "finished")
+        for xi, job in zip(x, scored):  # each point says which job it is, as the table names it
+            number = job_number(job.folder)
+            ax.annotate(job.name if number is None else str(number), (xi, ranking.value(job)), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
         plotted_floor = draw_floor(ax, floor, ranking.name)
-        if others or plotted_floor or any(j.status in ("pruned", "stopped") for j in scored):
+        if coloured or plotted_floor or any(j.status in ("pruned", "stopped") for j in scored):
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         if x is numbers:
             if min(numbers) > 0 and max(numbers) / min(numbers) > 10:  # learning rates: a log axis
@@ -562,10 +572,15 @@ def write_plots(jobs: list[Job], keys: list[str], out: Path, ranking: Ranking) -
     draw_floor(ax, floor, tag)
     ax.set_xlabel("iteration")
     ax.set_ylabel(axis_name(tag))
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the curves, not on them
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.2), borderaxespad=0)  # under the curves, not on them
     fig.tight_layout()
     save_figure(fig, out / "curves.png")
     return skipped
+
+
+def early(group: str | None) -> str:
+    """The legend of the hollow points: jobs stopped early, drawn where they stopped."""
+    return f"{group} (stopped early: where it stopped)" if group else "stopped early (where it stopped)"
 
 
 def draw_floor(ax, floor: tuple[str, dict[str, float]] | None, tag: str | None) -> bool:
@@ -697,12 +712,15 @@ def best_samples(best: Job, keys: list[str], ranking: Ranking, out: Path) -> lis
         grid.load()
     except OSError as exc:
         return [f"Left out best_samples.png: {grids[-1]} could not be read ({type(exc).__name__}: {exc.strerror or exc})."]
-    caption = f"best: job {best.name} ({label(best, keys)}), {axis_name(ranking.name)} {ranking.value(best):.4g}"
+    number = job_number(best.folder)
+    lines = [f"best: job {best.name if number is None else number}, {axis_name(ranking.name)} {ranking.value(best):.4g}",
+             *textwrap.wrap(label(best, keys), max(30, grid.width // 9))]
     font = ImageFont.load_default(size=16)
-    width = max(grid.width, int(ImageDraw.Draw(grid).textlength(caption, font=font)) + 16)
-    sheet = Image.new("RGB", (width, grid.height + 26), "white")
-    sheet.paste(grid.convert("RGB"), (0, 26))
-    ImageDraw.Draw(sheet).text((8, 4), caption, fill="black", font=font)
+    top = 22 * len(lines) + 4
+    sheet = Image.new("RGB", (grid.width, grid.height + top), "white")
+    sheet.paste(grid.convert("RGB"), (0, top))
+    for row, line in enumerate(lines):
+        ImageDraw.Draw(sheet).text((8, 4 + 22 * row), line, fill="black", font=font)
     write_atomically(out / "best_samples.png", lambda f: sheet.save(f, format="PNG"))
     return []
 

@@ -109,7 +109,7 @@ def test_the_report_shows_every_searched_key_and_says_when_importances_rest_on_f
     from gan.report import label, read_job
 
     keys = ["optimizer.generator.lr", "optimizer.discriminator.lr"]
-    assert label(read_job(tmp_path / "0"), keys) == "generator.lr=0.0001, discriminator.lr=0.0001"  # which network
+    assert label(read_job(tmp_path / "0"), keys) == "generator.lr=1e-4, discriminator.lr=1e-4"  # which network
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="few")
     for x in (0.1, 0.5, 0.9):
