@@ -148,11 +148,12 @@ class HealthMonitor(pl.Callback):
         self.reported: set[str] = set()
         self.seen_modes: torch.Tensor | None = None
         self.stop: dict | None = None  # what stopped the run: {"rule", "reason", "iteration"}
+        self.deferred = False  # a trial of an Optuna search with a pruner (in_search=defer): action=stop only warns
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         settings = sweeper()
-        if self.in_search == "defer" and settings.get("trial") is not None and settings.get("pruner") not in (None, "none"):
-            self.action = "warn"  # the pruner stops hopeless trials; collapse and D's win are said, not acted on
+        self.deferred = self.in_search == "defer" and settings.get("trial") is not None and \
+            settings.get("pruner") not in (None, "none")  # the pruner stops hopeless trials: collapse and D's win are said
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         step, metrics = trainer.global_step, trainer.callback_metrics
@@ -191,6 +192,8 @@ class HealthMonitor(pl.Callback):
                 key = "nonfinite_action" if name == "nonfinite" else "action"
                 stop = getattr(self, key) == "stop"
                 stopping = f" Stopping (callbacks.health.{key}=stop)." if stop else ""
+                if stop and key == "action" and self.deferred:
+                    stop, stopping = False, " Going on: the study's pruner judges this trial (callbacks.health.in_search=defer)."
                 if trainer.is_global_zero:  # every process decides alike (their scalars are averaged); one says so
                     log.warning("Training health, step %d: %s.%s", step, messages[name], stopping)
                 if stop and self.stop is None:

@@ -89,12 +89,13 @@ def experiment_summary(hparams: list[str], metrics: list[str]) -> Summary:
 
 
 # status.json's word -> the session's end status (HParams' Status filter): only a run that reached its end succeeded.
+# An interrupted run writes none: a requeued job continues in its folder, and TensorBoard keeps a run's first end.
 SESSION_STATUS = {"completed": api_pb2.STATUS_SUCCESS, "stopped": api_pb2.STATUS_FAILURE, "pruned": api_pb2.STATUS_FAILURE,
-                  "diverged": api_pb2.STATUS_FAILURE, "failed": api_pb2.STATUS_FAILURE, "interrupted": api_pb2.STATUS_FAILURE}
+                  "diverged": api_pb2.STATUS_FAILURE, "failed": api_pb2.STATUS_FAILURE}
 
 
 def session_end(status: str) -> Summary:
-    info = SessionEndInfo(status=SESSION_STATUS.get(status, api_pb2.STATUS_UNKNOWN), end_time_secs=time.time())
+    info = SessionEndInfo(status=SESSION_STATUS[status], end_time_secs=time.time())
     content = metadata.create_summary_metadata(HParamsPluginData(session_end_info=info))
     return Summary(value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=content)])
 
@@ -104,7 +105,7 @@ def end_session(cfg: DictConfig, status: str) -> None:
     (after Lightning closed its writer: a small events file of its own beside the others)."""
     from torch.utils.tensorboard.writer import FileWriter
 
-    if is_smoke_run():
+    if is_smoke_run() or status not in SESSION_STATUS:
         return
     for node in (cfg.get("logger") or {}).values():
         if node is not None and node.get("_target_", "").endswith("TensorBoardLogger"):

@@ -126,7 +126,6 @@ def failed(cfg: DictConfig, common: dict, exc: Exception) -> float:
 def interrupted(cfg: DictConfig, common: dict, signum: int, metrics: dict | None = None) -> NoReturn:
     name = signal.Signals(signum).name
     write_status(cfg.run_dir, status="interrupted", signal=name, ended=time.time(), metrics=metrics, **common)
-    end_session(cfg, "interrupted")
     where = f" at iteration {metrics['global_step']}; resume with ckpt_path={cfg.run_dir}" if metrics else ""
     log.warning("Stopped by %s%s.", name, where)
     requeue_after(signum, 0)

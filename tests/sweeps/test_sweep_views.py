@@ -92,6 +92,15 @@ def test_an_optuna_trial_stopped_early_is_pruned_with_its_reason_and_every_trial
     assert all(r["status"] == "stopped" and r["ended early"].startswith("stopped at ") for r in table)
     assert "/12: D wins outright" in table[0]["ended early"]
 
+    # the same trials in a search with a pruner: the monitor says it and leaves the verdict to the pruner
+    result = run_cli("--config-dir", conf, "hparams_search=grid", *TINY, "trainer.max_steps=12", "callbacks.health.action=stop",
+                     "callbacks.health.d_real_above=0", "callbacks.health.d_fake_below=1", "callbacks.health.window=3",
+                     "hydra.sweeper.pruner=median", "hydra.sweeper.study_name=judged", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    judged = tmp_path / "outputs" / "optuna" / "judged"
+    assert [s["status"] for s in statuses(judged).values()] == ["completed", "completed"]
+    assert "the study's pruner judges this trial (callbacks.health.in_search=defer)" in result.stdout + result.stderr
+
 
 def test_the_report_shows_every_searched_key_and_says_when_importances_rest_on_few_trials(tmp_path):
     for n, (lr, beta1) in enumerate([("0.0001", "0.5"), ("0.0002", "0.5")]):  # beta1 searched, sampled alike twice
