@@ -25,6 +25,7 @@ from gan.errors import UserError
 from gan.processes import identity, running
 from gan.run.folders import job_order
 from gan.run.status import DamagedStatus, read_status, write_status
+from gan.sweeps.studies import trial_attributes
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,12 @@ def heal_trial(study: optuna.Study, trial: FrozenTrial, folder: Path | None, ret
         return
     outcome = finished_as(status, len(study.directions))
     state, values = outcome or (TrialState.FAIL, None)
+    lost = outcome is None and folder is not None and status.get("status", "running") == "running"
+    recorded = {**status, "status": "interrupted"} if lost else status
+    for key, value in trial_attributes(None if folder is None else str(folder.resolve()), recorded).items():
+        study._storage.set_trial_user_attr(trial._trial_id, key, value)
     tell(study, trial.number, values, state)
-    if outcome is None and folder is not None and status.get("status", "running") == "running":
+    if lost:
         interrupted(folder, status)
     again = state == TrialState.FAIL and retry(study, trial, retries)
     log.warning("Trial %d was left RUNNING by processes now gone (%s): now %s%s; folder %s", trial.number, words, state.name,

@@ -12,9 +12,11 @@ first (gan/sweeps/healing.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from gan.errors import UserError
 
@@ -50,3 +52,22 @@ def stored_trials(storage: str, study_name: str) -> int:
 
 def study_seed(seed: int, study_name: str, storage: str | None) -> int:
     return int(seed) + (stored_trials(storage, study_name) if storage else 0)
+
+
+def trial_attributes(folder: str | None, status: dict) -> dict[str, Any]:
+    """What optuna-dashboard shows of a trial beside its parameters: its run folder, how it ended
+    (and what stopped it early, at which iteration), its final scores."""
+    attrs: dict[str, Any] = {"run_folder": folder, "status": status.get("status", "no status.json")}
+    stop = status.get("stop")
+    if isinstance(stop, dict):
+        attrs.update(stopped_at=stop.get("iteration"), stop_reason=stop.get("reason"), stop_rule=stop.get("rule"))
+    if status.get("max_steps"):
+        attrs["max_steps"] = status["max_steps"]
+    if status.get("metrics_protocol"):
+        attrs["metrics_protocol"] = status["metrics_protocol"]
+    if status.get("error"):
+        attrs["error"] = str(status["error"])[:500]
+    for key, value in (status.get("metrics") or {}).items():
+        if key.startswith(("metrics/", "loss/")) and isinstance(value, (int, float)) and math.isfinite(value):
+            attrs[key] = value
+    return attrs

@@ -104,25 +104,6 @@ def job_state(ret: JobReturn) -> tuple[TrialState, list[float] | None, str, dict
     return TrialState.COMPLETE, values, word, status
 
 
-def trial_attributes(folder: str | None, status: dict) -> dict[str, Any]:
-    """What optuna-dashboard shows of a trial beside its parameters: its run folder, how it ended
-    (and what stopped it early, at which iteration), its final scores."""
-    attrs: dict[str, Any] = {"run_folder": folder, "status": status.get("status", "no status.json")}
-    stop = status.get("stop")
-    if isinstance(stop, dict):
-        attrs.update(stopped_at=stop.get("iteration"), stop_reason=stop.get("reason"), stop_rule=stop.get("rule"))
-    if status.get("max_steps"):
-        attrs["max_steps"] = status["max_steps"]
-    if status.get("metrics_protocol"):
-        attrs["metrics_protocol"] = status["metrics_protocol"]
-    if status.get("error"):
-        attrs["error"] = str(status["error"])[:500]
-    for key, value in (status.get("metrics") or {}).items():
-        if key.startswith(("metrics/", "loss/")) and isinstance(value, (int, float)) and math.isfinite(value):
-            attrs[key] = value
-    return attrs
-
-
 class OptunaSweeper(Sweeper):
     def __init__(self, sampler: Any, pruner: Any, direction: Any, storage: str | None, study_name: str | None,
                  n_trials: int, n_jobs: int, max_failure_rate: float, params: DictConfig | None, trial: int | None = None,
@@ -153,6 +134,7 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         from gan.sweeps.healing import heal, record_sweeper, tell
+        from gan.sweeps.studies import trial_attributes
 
         space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         if isinstance(self.sampler, functools.partial):  # GridSampler (`_partial_: true`): its grid is the search space

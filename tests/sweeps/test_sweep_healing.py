@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from gan.processes import identity
 from gan.report import report
+from gan.run.names import job_number
 from gan.run.status import read_status, write_status
 from tests.helpers import DATA_ROOT, ROOT, run_cli
 
@@ -35,6 +36,11 @@ STUDY = Path("outputs") / "optuna" / "optuna_quick"
 
 def load(sweep: Path) -> optuna.Study:
     return optuna.load_study(study_name="optuna_quick", storage=f"sqlite:///{sweep / 'optuna.db'}")
+
+
+def job(sweep: Path, number: int) -> Path:
+    """The sweep's job folder of that number (`1_loss-hinge`: named by what it changed)."""
+    return next(p for p in sweep.iterdir() if job_number(p) == number)
 
 
 def wait_until_running(sweep: Path, process: subprocess.Popen, limit_s: float = 300) -> None:
@@ -65,7 +71,7 @@ def killed_sweep(tmp_path_factory, mnist_root) -> Path:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     [trial] = load(where / STUDY).trials
-    assert trial.state == TrialState.RUNNING and read_status(where / STUDY / "0")["status"] == "running"  # the user's report
+    assert trial.state == TrialState.RUNNING and read_status(job(where / STUDY, 0))["status"] == "running"  # the user's report
     return where
 
 
@@ -80,14 +86,14 @@ def continued(killed: Path, tmp_path: Path, *extra: str) -> tuple[Path, subproce
 @pytest.mark.slow
 def test_a_killed_sweeps_running_trial_is_failed_and_its_job_interrupted_when_the_command_runs_again(killed_sweep,
                                                                                                  tmp_path):
-    killed_process = read_status(killed_sweep / STUDY / "0")["process"]
+    killed_process = read_status(job(killed_sweep / STUDY, 0))["process"]
     sweep, result = continued(killed_sweep, tmp_path)
     trials = load(sweep).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]  # healed, then this invocation's trial
-    status = read_status(sweep / "0")
+    status = read_status(job(sweep, 0))
     assert status["status"] == "interrupted" and "is gone (found when the sweep started again)" in status["error"]
     assert status["process"] == killed_process and status["started"] > 0  # the job's own record, kept
-    assert read_status(sweep / "1")["status"] == "completed"
+    assert read_status(job(sweep, 1))["status"] == "completed"
     assert "Trial 0 was left RUNNING" in result.stdout and "now FAIL" in result.stdout  # Hydra logs to stdout
     assert "retry_of" not in trials[1].user_attrs  # no retries unless asked for
     notes = (report(str(sweep)) / "notes.txt").read_text()
@@ -99,9 +105,10 @@ def test_with_retries_the_healed_trials_params_run_again_first(killed_sweep, tmp
     sweep, _ = continued(killed_sweep, tmp_path, "hydra.sweeper.retries=1")
     killed, again = load(sweep).trials
     assert killed.state == TrialState.FAIL and again.state == TrialState.COMPLETE
-    assert again.params == killed.params and again.user_attrs == {"retry_of": 0, "retry": 1}
-    assert read_status(sweep / "1")["status"] == "completed"
-    overrides = OmegaConf.load(sweep / "1" / ".hydra" / "overrides.yaml")
+    assert again.params == killed.params and (again.user_attrs["retry_of"], again.user_attrs["retry"]) == (0, 1)
+    assert killed.user_attrs["status"] == "interrupted" and killed.user_attrs["run_folder"] == str(job(sweep, 0))  # as healed
+    assert read_status(job(sweep, 1))["status"] == "completed"
+    overrides = OmegaConf.load(job(sweep, 1) / ".hydra" / "overrides.yaml")
     assert f"loss={killed.params['loss']}" in overrides  # the job ran the killed trial's point
 
 
@@ -161,7 +168,7 @@ def test_a_trial_without_a_job_folder_fails_and_a_retry_is_not_retried_beyond_re
     study._storage.set_trial_system_attr(retried._trial_id, "gan:sweeper", dead_process())
     heal(study, tmp_path, retries=1)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]  # the second failure is not enqueued
-    assert study.trials[1].user_attrs == {"retry_of": 0, "retry": 1}
+    assert study.trials[1].user_attrs == {"retry_of": 0, "retry": 1, "run_folder": None, "status": "no status.json"}
 
 
 def test_a_damaged_status_json_is_a_failed_trial_not_a_crashed_sweep(tmp_path):

@@ -159,7 +159,8 @@ def test_multirun_of_two_by_two_overrides_makes_four_distinct_runs(mnist_root, t
                      "trainer.max_steps=4", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    assert [p.name for p in jobs] == ["0_latent_dim-8_lr-1e-4", "1_latent_dim-8_lr-3e-4", "2_latent_dim-16_lr-1e-4",
+                                      "3_latent_dim-16_lr-3e-4"]  # named by what each changed
     configs = [yaml.safe_load((job / ".hydra" / "config.yaml").read_text()) for job in jobs]
     assert {(c["model"]["latent_dim"], c["optimizer"]["lr"]) for c in configs} == {(8, 1e-4), (8, 3e-4), (16, 1e-4), (16, 3e-4)}
     for job in jobs:
@@ -170,7 +171,7 @@ def test_multirun_of_two_by_two_overrides_makes_four_distinct_runs(mnist_root, t
                     f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in sweep.rglob("*")} == before  # the first sweep is untouched
-    assert sorted(p.name for p in (tmp_path / "sweep_1").iterdir() if p.is_dir()) == ["0", "1"]
+    assert sorted(p.name for p in (tmp_path / "sweep_1").iterdir() if p.is_dir()) == ["0_latent_dim-8", "1_latent_dim-16"]
 
 
 def test_fashion_mnist_trains_from_idx_files_under_its_own_folder(tmp_path):
