@@ -539,7 +539,7 @@ def write_plots(jobs: list[Job], keys: list[str], out: Path, ranking: Ranking) -
                 points = [(xi, ranking.value(j)) for xi, j in zip(x, scored)
                           if (j.status in ("pruned", "stopped")) == pruned and name in (None, group[j.name])]
                 if points:
-                    tint = f"C{colour % 10}"
+                    tint = matplotlib.colormaps["tab10"](colour % 10)  # not the style's cycle, which Optuna's views change
                     ax.scatter(*zip(*points), facecolors="none" if pruned else tint, edgecolors=tint,
                                label=early(name) if pruned else name or "finished")
         for xi, job in zip(x, scored):  # each point says which job it is, as the table names it
@@ -653,7 +653,7 @@ def optuna_plots(study, out: Path) -> list[str]:
     plots = [("optuna_history.png", views.plot_optimization_history, complete >= 1 and len(study.directions) == 1),
              ("optuna_importance.png", views.plot_param_importances, complete >= 2 and len(study.directions) == 1),
              ("optuna_pareto_front.png", views.plot_pareto_front, complete >= 1 and len(study.directions) > 1)]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), plt.rc_context():  # Optuna's views set the ggplot style: kept to them
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib views experimental
         for name, view, possible in plots:
             if not possible:

@@ -9,6 +9,7 @@ import csv
 import json
 from pathlib import Path
 
+import matplotlib
 import optuna
 import pytest
 from omegaconf import OmegaConf
@@ -52,7 +53,9 @@ def test_a_grid_names_its_jobs_by_what_changed_and_its_views_show_the_sweep(mnis
     assert f"python -m gan.report sweep={sweep.relative_to(tmp_path)}" in console
     assert "Sweep done: 4 jobs (4 completed)" in console
 
+    matplotlib.style.use("ggplot")  # another style in this process (Optuna's views set this one): the colours hold
     out = report(str(sweep))
+    matplotlib.style.use("default")
     with open(out / "jobs.csv", encoding="utf-8") as f:
         table = list(csv.DictReader(f))
     floor = json.loads((sweep / names[0] / "status.json").read_text())["metrics_floor"]
@@ -62,7 +65,7 @@ def test_a_grid_names_its_jobs_by_what_changed_and_its_views_show_the_sweep(mnis
     header = (out / "jobs.md").read_text().splitlines()[0]
     assert "intra_fid" not in header and "ended early" not in header  # no column with nothing in it
     scatter = Image.open(out / "objective_vs_model.latent_dim.png").convert("RGB")
-    colours = set(scatter.getdata())
+    colours = {scatter.getpixel((x, y)) for x in range(scatter.width) for y in range(scatter.height)}
     assert (31, 119, 180) in colours and (255, 127, 14) in colours  # the points coloured by the other key, lr
     assert scatter.width > 600  # the legend beside the plot, not over its points
     assert events(sweep / names[0]).Scalars("floor/classifier200_test/fid")[0].value == pytest.approx(floor["fid"])
@@ -126,6 +129,7 @@ def test_the_report_shows_every_searched_key_and_says_when_importances_rest_on_f
             "x": optuna.distributions.FloatDistribution(0, 1), "y": optuna.distributions.FloatDistribution(0, 1)}))
     notes = (report(str(tmp_path)) / "notes.txt").read_text()
     assert "optuna_importance.png rests on 3 complete trials" in notes
+    assert matplotlib.rcParams["axes.facecolor"] == "white"  # Optuna's ggplot style did not leak out of the report
 
 
 @pytest.mark.slow
