@@ -96,7 +96,8 @@ def runs(tmp_path_factory) -> dict[tuple[str, int], Path]:
 @pytest.mark.slow
 def test_two_processes_write_one_run_folder_and_end_with_identical_replicas(runs):
     run = runs["seed", 2]
-    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # one writer: rank zero
+    assert len(list(run.glob("events.out.tfevents.*[0-9]"))) == 1  # one writer: rank zero ...
+    assert len(list(run.glob("events.out.tfevents.*.session_end"))) == 1  # ... which also ends the HParams session
     assert len(list((run / ".hydra").glob("config.yaml"))) == 1
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20
     assert sorted(p.name for p in (run / "images").iterdir()) == ["000010.png", "000020.png"]
