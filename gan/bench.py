@@ -7,6 +7,8 @@
     python -m gan.bench mode=data_efficiency [models=...] [sweeps=[...]]  # FID on MNIST subsets, by augmentation
     python -m gan.bench mode=equal_time [models=dcgan,sngan_resnet,r3gan] [minutes=20] [seeds=1,2]  # FID at equal wall clock
     python -m gan.bench mode=metrics [device=...] [images=N]  # feature networks' images/s, and what each protocol costs
+    python -m gan.bench mode=precision [models=...] [precisions=32-true,bf16-mixed] [rounds=R]  # it/s by trainer.precision
+    python -m gan.bench mode=precision_fid [models=...] [precisions=...] [seeds=1,2,3] [iterations=N]  # FID by precision
 
 For each model (the seed MLP, the DCGAN recipe, SNGAN's ResNet, R3GAN) one runner fit cycles through blocks of
 iterations, in one process, so that a machine whose speed drifts (a shared VM) affects all
@@ -74,14 +76,16 @@ def sync(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def hand_loop(module: GAN, images: torch.Tensor, batch: int):
+def hand_loop(module: GAN, images: torch.Tensor, batch: int, precision: str = "32-true"):
     """The update written out in plain PyTorch on copies of the module's networks and optimizers:
     `n_critic` D steps, each on a fresh real batch and G's fakes (two steps, or one on the summed
     loss; one for a pairwise loss), R1 on the reals and R2 on the fakes where the loss sets them,
     then G through a frozen D (beside a real batch of its own for a pairwise loss), then the
     average of G's weights; D sees every image through the module's augmentation (its own
     draws). The loss written out: non-saturating BCE, hinge or RpGAN; a conditional G gets
-    random labels. What the runner is measured against."""
+    random labels. Under a `*-mixed` precision each iteration runs in autocast (cast cache off,
+    as Lightning's), D's logits taken to float32 as the runner takes them. What the runner is
+    measured against."""
     g, d = copy.deepcopy(module.generator), copy.deepcopy(module.discriminator)
     g_opt, d_opt = module.g_optimizer(g.parameters()), module.d_optimizer(d.parameters())
     if images.device.type == "cpu":  # as in a script without Lightning, whose import makes each step ask NVML
@@ -97,9 +101,14 @@ def hand_loop(module: GAN, images: torch.Tensor, batch: int):
     half_life = 1000 * (module.ema_kimg or 10)  # the weight's value does not change the cost
     ema_weight = 1 - 0.5 ** (batch / max(half_life, 1e-8))
     augment, rng, size = copy.deepcopy(module.augment), torch.Generator(device).manual_seed(0), tuple(images.shape[-2:])
+    half = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    autocast = functools.partial(torch.autocast, device.type, dtype=half, enabled=half is not None, cache_enabled=False)
 
     def seen(x: torch.Tensor) -> torch.Tensor:
         return augment(x, augment.draw(len(x), size, rng, device))
+
+    def judge(x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return d(seen(x), labels).float()
 
     def d_terms(real_logits: torch.Tensor | None, fake_logits: torch.Tensor | None) -> torch.Tensor:
         if kind == "RelativisticPairing":
@@ -130,6 +139,10 @@ def hand_loop(module: GAN, images: torch.Tensor, batch: int):
         return images[torch.randint(len(images), (batch,), device=device)], labels
 
     def step() -> None:
+        with autocast():
+            iteration()
+
+    def iteration() -> None:
         for _ in range(module.n_critic):
             real, labels = draw()
             with torch.no_grad():
@@ -138,20 +151,20 @@ def hand_loop(module: GAN, images: torch.Tensor, batch: int):
                 g.train()
             real.requires_grad_(bool(loss.r1_gamma))
             fake.requires_grad_(bool(loss.r2_gamma))
-            real_logits = d(seen(real), labels)
+            real_logits = judge(real, labels)
             if two_steps:
                 d_step(d_terms(real_logits, None) + penalty(loss.r1_gamma, real_logits, real))
-                fake_logits = d(seen(fake), labels)
+                fake_logits = judge(fake, labels)
                 d_step(d_terms(None, fake_logits) + penalty(loss.r2_gamma, fake_logits, fake))
             else:
-                fake_logits = d(seen(fake), labels)
+                fake_logits = judge(fake, labels)
                 d_step(d_terms(real_logits, fake_logits) + penalty(loss.r1_gamma, real_logits, real)
                        + penalty(loss.r2_gamma, fake_logits, fake))
         real, labels = draw()
         d.requires_grad_(False)
         g_opt.zero_grad(set_to_none=True)
-        fake_logits = d(seen(g(g.draw_noise(batch, device=device), labels)), labels)
-        g_term(fake_logits, d(seen(real), labels) if pairs else None).backward()
+        fake_logits = judge(g(g.draw_noise(batch, device=device), labels), labels)
+        g_term(fake_logits, judge(real, labels) if pairs else None).backward()
         g_opt.step()
         d.requires_grad_(True)
         if ema is not None:
@@ -243,8 +256,7 @@ def augment_cost(args: Args, device: torch.device) -> None:
     for model in args.models.split(","):
         block = block_length(args, model, device)
         with tempfile.TemporaryDirectory() as run_dir:
-            fit(config(model, device.type, f"trainer.max_steps={block * (1 + 3 * args.rounds)}", "~callbacks.checkpoint",
-                       "~callbacks.last", "sample_every=1000000", "callbacks.progress_bar.refresh_rate=0",
+            fit(config(model, device.type, f"trainer.max_steps={block * (1 + 3 * args.rounds)}", *BENCH_FIT,
                        "gan.cuda_graph=false", "+callbacks.bench._target_=gan.bench.AugmentBlocks",
                        f"+callbacks.bench.block={block}", *args.overrides, run_dir=run_dir))
         rates = bench_module.AugmentBlocks.result
@@ -409,6 +421,14 @@ RUN_KEYS = ("seed", "trainer.max_steps", "trainer.max_time", "hydra.run.dir", "t
             "callbacks.progress_bar.refresh_rate")  # what train_pair sets per run, not the recipe
 
 
+# What a timed fit leaves out: checkpoints, sample grids, the progress bar.
+BENCH_FIT = ("~callbacks.checkpoint", "~callbacks.last", "sample_every=1000000", "callbacks.progress_bar.refresh_rate=0")
+
+
+def interleaved(block: int) -> tuple[str, ...]:
+    return "+callbacks.bench._target_=gan.bench.Interleaved", f"+callbacks.bench.block={block}"
+
+
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
 
@@ -431,7 +451,7 @@ def hand_setup(model: str, device: str, *overrides: str):
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    step = hand_loop(module, to_unit(datamodule.images.to(device)), cfg.data.batch_size)
+    step = hand_loop(module, to_unit(datamodule.images.to(device)), cfg.data.batch_size, str(cfg.trainer.precision))
     step()  # creates the optimizer state, so the count below is a steady-state iteration
     with TotalFlops() as counter:
         step()
@@ -456,9 +476,9 @@ class TotalFlops(FlopCounterMode):
         self.mod_tracker = self.NoModules()
 
 
-def gemm_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
-    """The machine's float32 matrix-multiply rate (GFLOP/s) on a large square product: the ceiling."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def gemm_rate(device: str, n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """The machine's matrix-multiply rate (GFLOP/s) on a large square product in `dtype`: the ceiling."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -470,7 +490,7 @@ def gemm_rate(device: str, n: int = 2048, repeats: int = 5) -> float:
 
 @dataclass
 class Args:
-    mode: str = "interleaved"  # interleaved | train | writes | augment | data_efficiency | equal_time | metrics (see the top)
+    mode: str = "interleaved"  # interleaved | train | writes | augment | data_efficiency | equal_time | metrics | precision[_fid]
     device: str = "auto"  # cpu | cuda | auto (cuda when there is one)
     models: str = "seed,dcgan"  # comma-separated: seed, dcgan, sngan_resnet, r3gan (mode=equal_time: all but seed)
     block: int = 0  # iterations per block (0: 500 on CUDA; 100 seed, 10 DCGAN on CPU)
@@ -478,8 +498,10 @@ class Args:
     overrides: list[str] = field(default_factory=list)  # config overrides for every run: [data.batch_size=64,...]
     sweeps: list[str] = field(default_factory=list)  # mode=data_efficiency, equal_time: finished folders to read, not run
     minutes: float = 20.0  # mode=equal_time: the training budget of each run
-    seeds: str = "1,2"  # mode=equal_time: the seeds, trained side by side
+    seeds: str = "1,2"  # mode=equal_time, precision_fid: the seeds, trained side by side
     images: int = 0  # mode=metrics: images timed per network (0: 2000 on CUDA; 48 for Inception, 2000 for the classifier on CPU)
+    precisions: str = "32-true,bf16-mixed"  # mode=precision, precision_fid: the trainer.precision values, the first the baseline
+    iterations: int = 0  # mode=precision_fid: iterations per run (0: each recipe's own trainer.max_steps)
 
 
 def metrics_cost(args: Args, device: torch.device) -> None:
@@ -521,12 +543,89 @@ def metrics_cost(args: Args, device: torch.device) -> None:
               f"its reference once {duration(reference / rate):>12s}")
 
 
+def precision_cost(args: Args, device: torch.device) -> None:
+    """mode=precision: each model's it/s under each `trainer.precision`, the runner's default path
+    and the hand loop (in the same autocast), from short fits that take turns by round (a
+    drifting machine affects every precision alike), and each one's ratio to the first precision
+    paired by round: mean ± std. The GEMM rates in float32 and bfloat16 say what the hardware offers."""
+    precisions = args.precisions.split(",")
+    print(f"device: {device_name(device)}; GEMM float32 {gemm_rate(args.device):.0f} GFLOP/s, "
+          f"bfloat16 {gemm_rate(args.device, dtype=torch.bfloat16):.0f} GFLOP/s")
+    bench_module = importlib.import_module("gan.bench")
+    for model in args.models.split(","):
+        block = block_length(args, model, device)
+        rates: dict[str, dict[str, list[float]]] = {p: {"default": [], "hand": []} for p in precisions}
+        for _ in range(args.rounds):
+            for precision in precisions:
+                overrides = [*args.overrides, f"trainer.precision={precision}"]
+                bench_module.HAND_STEP, _ = hand_setup(model, args.device, *overrides)
+                with tempfile.TemporaryDirectory() as run_dir:  # warm-up, default path, hand loop: a block each
+                    fit(config(model, args.device, f"trainer.max_steps={2 * block}", *BENCH_FIT, *interleaved(block), *overrides,
+                               run_dir=run_dir))
+                for path in ("default", "hand"):
+                    rates[precision][path].append(bench_module.Interleaved.result[path])
+        print(f"\n{model}: {args.rounds} rounds of {block}-iteration blocks")
+        base = rates[precisions[0]]
+        for precision in precisions:
+            for path in ("default", "hand"):
+                got = rates[precision][path]
+                ratios = [a / b for a, b in zip(got, base[path])]
+                spread = f" ± {statistics.stdev(got):.1f}" if len(got) > 1 else ""
+                ratio_spread = f" ± {statistics.stdev(ratios):.3f}" if len(ratios) > 1 else ""
+                print(f"  {precision:10s} {path:8s} {statistics.mean(got):9.1f}{spread} it/s  "
+                      f"{statistics.mean(ratios):.3f}{ratio_spread}x {precisions[0]}")
+
+
+def precision_fid(args: Args) -> None:
+    """mode=precision_fid: each model's recipe trained under each `trainer.precision`, the seeds side
+    by side on one thread each (train_pair), then each run's final FID (the project's classifier
+    features, 10,000 samples against the 10,000 test images) as mean ± std over the seeds, and
+    whether each precision's mean lies within the baseline's seed range. Runs go to
+    `outputs/bench/precision-<time>/<model>/<precision>/seed<s>`; `sweeps=[that folder]` scores
+    finished runs instead."""
+    from gan.evaluate import Args as Scoring  # noqa: PLC0415 (the scoring's imports only here)
+    from gan.evaluate import evaluate
+
+    precisions, seeds = args.precisions.split(","), [int(s) for s in str(args.seeds).split(",")]
+    top = Path(args.sweeps[0]) if args.sweeps else CONF.parent / "outputs" / "bench" / time.strftime("precision-%Y%m%d-%H%M%S")
+    models = args.models.split(",")
+    for model in [] if args.sweeps else models:
+        steps = args.iterations or compose_train(*MODELS[model], "run_dir=/nonexistent").trainer.max_steps
+        for precision in precisions:
+            started = time.perf_counter()
+            train_pair([*MODELS[model], f"trainer.precision={precision}", *args.overrides], steps, 24 * 60, seeds,
+                       top / model / precision)
+            print(f"{model} {precision}: {len(seeds)} runs of {steps} iterations in {clock(time.perf_counter() - started)}",
+                  flush=True)
+    print(f"\nruns in {top}; each on 1 thread, {len(seeds)} side by side; FID on the project's MNIST classifier features, "
+          f"10,000 samples against the 10,000 test images; mean ± std over seeds")
+    print("| model | precision | iterations | minutes per run | FID | against the baseline's seed range |")
+    print("|---|---|---|---|---|---|")
+    for model in models:
+        base = None
+        for precision in precisions:
+            runs = sorted((top / model / precision).glob("seed*/status.json"))
+            if not runs:
+                continue
+            facts = [read_status(r.parent) for r in runs]
+            fids = [evaluate(Scoring(ckpt=str(r.parent), memorisation=0))["fid"] for r in runs]
+            base = base or (min(fids), max(fids))
+            spread = f" ± {statistics.stdev(fids):.1f}" if len(fids) > 1 else ""
+            mean = statistics.mean(fids)
+            inside = ("baseline" if precision == precisions[0] else "within" if base[0] <= mean <= base[1]
+                      else "below (better)" if mean < base[0] else "above (worse)")
+            print(f"| {model} | {precision} | {statistics.mean(f['metrics']['global_step'] for f in facts):.0f} "
+                  f"| {statistics.mean(seconds_in_fit(f) for f in facts) / 60:.1f} | {mean:.1f}{spread} "
+                  f"({len(fids)}: {', '.join(f'{x:.1f}' for x in fids)}) | {inside} |", flush=True)
+
+
 def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
 def bench(args: Args) -> None:
-    modes = ("interleaved", "train", "writes", "augment", "data_efficiency", "equal_time", "metrics")
+    modes = ("interleaved", "train", "writes", "augment", "data_efficiency", "equal_time", "metrics", "precision",
+             "precision_fid")
     if args.mode not in modes or args.device not in ("auto", "cpu", "cuda"):
         raise UserError(f"mode={args.mode} device={args.device}: mode is one of {', '.join(modes)}; device cpu, cuda "
                         f"or auto.")
@@ -534,6 +633,8 @@ def bench(args: Args) -> None:
         return data_efficiency(args)
     if args.mode == "equal_time":
         return equal_time(args)
+    if args.mode == "precision_fid":
+        return precision_fid(args)
     if args.mode == "train":
         return train_py(args.overrides)
     if args.mode == "writes":
@@ -545,6 +646,8 @@ def bench(args: Args) -> None:
         return augment_cost(args, device)
     if args.mode == "metrics":
         return metrics_cost(args, device)
+    if args.mode == "precision":
+        return precision_cost(args, device)
     gemm = gemm_rate(args.device)
     print(f"device: {device_name(device)}; float32 GEMM {gemm:.0f} GFLOP/s")
     bench_module = importlib.import_module("gan.bench")  # Hydra builds the callback from gan.bench, not __main__
@@ -552,10 +655,8 @@ def bench(args: Args) -> None:
         block = block_length(args, model, device)
         bench_module.HAND_STEP, flops = hand_setup(model, args.device, *args.overrides)
         with tempfile.TemporaryDirectory() as run_dir:
-            fit(config(model, args.device, f"trainer.max_steps={block * (1 + 2 * args.rounds)}", "~callbacks.checkpoint",
-                       "~callbacks.last", "sample_every=1000000", "callbacks.progress_bar.refresh_rate=0",
-                       "+callbacks.bench._target_=gan.bench.Interleaved", f"+callbacks.bench.block={block}", *args.overrides,
-                       run_dir=run_dir))
+            fit(config(model, args.device, f"trainer.max_steps={block * (1 + 2 * args.rounds)}", *BENCH_FIT,
+                       *interleaved(block), *args.overrides, run_dir=run_dir))
         rates = bench_module.Interleaved.result
         print(f"\n{model}: {flops / 1e9:.3f} GFLOP per iteration; {args.rounds} rounds of {block}-iteration blocks")
         for k in ("hand", "eager", "default"):

@@ -163,25 +163,39 @@ class RelativisticPairing(Loss):
     d_fake = d_real
 
 
-def input_gradient(output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """d(sum of output)/d(inputs), kept in the graph so a penalty on it trains D."""
-    (grad,) = torch.autograd.grad(output.sum(), inputs, create_graph=True)
-    return grad.flatten(1)
+HALF = (torch.float16, torch.bfloat16)
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32 when autocast (or a `*-true` precision) made it half precision, so that
+    losses and penalties sum in float32; float32 and float64 stay as they are."""
+    return x.float() if x.dtype in HALF else x
+
+
+def input_gradient(output: torch.Tensor, inputs: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """d(sum of output)/d(inputs), kept in the graph so a penalty on it trains D. `scale`: a
+    gradient scaler's scale (16-mixed), applied to the output and taken off the gradient, so the
+    half-precision backward pass runs on scaled values as the loss's own does."""
+    total = output.sum() if scale is None else at_least_float32(output).sum() * scale
+    (grad,) = torch.autograd.grad(total, inputs, create_graph=True)
+    grad = at_least_float32(grad)
+    return (grad if scale is None else grad / scale).flatten(1)
 
 
 def gradient_penalty(discriminator: Callable[..., torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
-                     labels: torch.Tensor | None = None, mix: torch.Tensor | None = None) -> torch.Tensor:
+                     labels: torch.Tensor | None = None, mix: torch.Tensor | None = None,
+                     scale: torch.Tensor | None = None) -> torch.Tensor:
     """E[(||grad_x D(x^)||_2 - 1)^2], x^ = e x + (1 - e) x~ with e ~ U(0, 1) per pair (`mix`, drawn
-    here when not given)."""
+    here when not given); `scale` as for `input_gradient`."""
     if mix is None:
         mix = torch.rand(len(real), device=real.device)
     eps = mix.to(real.dtype).view(len(real), *[1] * (real.dim() - 1))
     mixed = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    grad = input_gradient(discriminator(mixed, labels), mixed)
+    grad = input_gradient(discriminator(mixed, labels), mixed, scale)
     return (grad.norm(2, dim=1) - 1).pow(2).mean()
 
 
-def r1_penalty(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+def r1_penalty(logits: torch.Tensor, images: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
     """E[||grad_x D(x)||^2] over the images (the reals for R1, the fakes for R2); `images` must
-    require grad before D saw them."""
-    return input_gradient(logits, images).pow(2).sum(1).mean()
+    require grad before D saw them; `scale` as for `input_gradient`."""
+    return input_gradient(logits, images, scale).pow(2).sum(1).mean()

@@ -44,7 +44,7 @@ from gan.config.constraints import NonNegFloat, OpenFraction, PosInt
 from gan.data import Chunk, to_unit
 from gan.engine.draws import Draws
 from gan.engine.execution import Execution
-from gan.losses import Loss, NonSaturating, gradient_penalty, r1_penalty
+from gan.losses import Loss, NonSaturating, at_least_float32, gradient_penalty, r1_penalty
 from gan.schedules import Scheduled
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ class GAN(pl.LightningModule):
         if r2:
             loss = loss + self.penalty(self.last_r2, r2 / 2, fake_logits, fake)
         if gp:
-            value = gradient_penalty(self.critic, real_seen, fake_seen, labels, mix)
+            value = gradient_penalty(self.critic, real_seen, fake_seen, labels, mix, self.execution.penalty_scale(self.device))
             self.last_gp.copy_(value.detach())
             loss = loss + gp * value
         self.step(d_opt, loss)
@@ -301,8 +301,9 @@ class GAN(pl.LightningModule):
         return real_logits.detach(), fake_logits.detach(), scalars
 
     def judge(self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor | None):
-        """D's logits on `images` and, with AC-GAN's auxiliary classifier, its class logits (else None)."""
-        out = net(images, labels)
+        """D's logits on `images` and, with AC-GAN's auxiliary classifier, its class logits (else None),
+        in float32 when D computed them in half precision (autocast), so every loss is float32."""
+        out = at_least_float32(net(images, labels))
         return (out[:, 0], out[:, 1:]) if self.auxiliary else (out, None)
 
     def critic(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -323,7 +324,7 @@ class GAN(pl.LightningModule):
     def penalty(self, last: torch.Tensor, weight: float, logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """`weight` times the zero-centred gradient penalty of D's `logits` on `images` (R1, R2),
         its value kept in `last` for the log."""
-        value = r1_penalty(logits, images)
+        value = r1_penalty(logits, images, self.execution.penalty_scale(self.device))
         last.copy_(value.detach())
         return weight * value
 

@@ -203,7 +203,7 @@ def test_gradient_penalty_joins_the_d_step_that_sees_the_fakes_with_its_weight(d
     z, real = fixed_noise(module), torch.rand(8, 1, 28, 28) * 2 - 1
     losses = []
     monkeypatch.setattr(module, "step", lambda opt, loss: losses.append(loss.detach()))
-    monkeypatch.setattr("gan.module.gradient_penalty", lambda d, r, f, y, mix: torch.tensor(0.25))
+    monkeypatch.setattr("gan.module.gradient_penalty", lambda d, r, f, y, mix, scale: torch.tensor(0.25))
     with torch.no_grad():
         real_term, fake_term = -module.discriminator(real).mean(), module.discriminator(module.sample(z)).mean() + 10 * 0.25
     *_, penalties = module.discriminator_step(real, None, module.optimizers()[1], z)

@@ -16,6 +16,10 @@ baked into the graph as a number — the optimizers' hyper-parameters — is wat
 changes (a resume with a new learning rate, a scheduler) the iteration is captured again.
 With lazy regularisation an iteration's kernels depend on whether its D steps add the penalties
 (`Draws.penalized`, a function of the iteration): one graph is captured for each pattern.
+Under `bf16-mixed` the capture holds the iteration's autocast casts: it enters the precision
+plugin's autocast, whose cast cache is off, so every cast is a kernel of the graph (a cached one
+would be a tensor freed after the capture). `16-mixed` steps through the gradient scaler, whose
+check for infinite gradients reads them on the host, so it runs eagerly.
 Where capture cannot work, training runs eagerly and one log line says why.
 """
 
@@ -26,12 +30,10 @@ from collections.abc import Callable
 
 import torch
 
-from gan.engine.lightning_adapter import count_iteration
+from gan.engine.lightning_adapter import count_iteration, iteration_precision
 
 log = logging.getLogger(__name__)
 
-# Precisions whose ops a graph can hold: autocast's cast cache does not survive a capture.
-GRAPH_PRECISIONS = ("32-true", "32", "64-true", "64")
 # Optimizers whose step has no host-side state (the others need `capturable=True`).
 STATELESS_STEP = (torch.optim.SGD,)
 
@@ -75,8 +77,6 @@ def reason_not_to_capture(module, execution) -> str | None:
         return "not on a CUDA device"
     if trainer.world_size > 1:
         return f"{trainer.world_size} processes (their gradient all-reduce is not captured)"
-    if str(trainer.precision) not in GRAPH_PRECISIONS:
-        return f"trainer.precision={trainer.precision} (autocast's cast cache does not survive a capture)"
     if execution.through_lightning:
         return execution.through_lightning
     if module.schedule is not None:
@@ -155,10 +155,15 @@ class GraphedIterations:
         static = cloned((reals, labels, draws))
         self.settings = optimizer_settings(self.module)
         try:
-            self.replays[draws.penalized] = self.capture(lambda: self.module.iteration(*static)), static
+            self.replays[draws.penalized] = self.capture(lambda: self._iteration(static)), static
         except Exception as exc:  # an op that syncs with the host, an unsupported kernel
             self.failed = True
             log.warning("CUDA graph capture failed at iteration %d (%s: %s); training eagerly from here.",
                         self.module.global_step, type(exc).__name__, exc)
             return
         self.captures += 1
+
+    def _iteration(self, static: tuple) -> tuple:
+        """The iteration a capture records, in the run's precision whatever the caller's context."""
+        with iteration_precision(self.module.trainer):
+            return self.module.iteration(*static)

@@ -123,6 +123,14 @@ def gradient_scaler(trainer: pl.Trainer):
     return getattr(trainer.precision_plugin, "scaler", None)
 
 
+def iteration_precision(trainer: pl.Trainer):
+    """The precision plugin's context for the model's forward passes: autocast with its cast
+    cache off under `*-mixed` (a cached cast would outlive the optimizer step that changed its
+    weight, and a CUDA graph cannot hold one), nothing under `32-true`. Lightning enters it
+    around each training step; a captured iteration enters it itself (gan/engine/cuda_graphs.py)."""
+    return trainer.precision_plugin.forward_context()
+
+
 # Hooks Lightning calls around each manual backward and optimizer step.
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 

@@ -31,6 +31,7 @@ from gan.config.hydra_runtime import config_folders, in_sweep, launcher
 from gan.config.run_options import RunOptions
 from gan.config.signatures import Parameters, check, parameters
 from gan.engine.distributed import problems as distributed_problems
+from gan.engine.execution import precision_problems
 from gan.errors import UserError, stopping_hydra
 from gan.module import GAN, ema_problems
 from gan.run.checkpoints.files import load_checkpoint, resolve_checkpoint
@@ -140,6 +141,7 @@ def validate(cfg: DictConfig) -> None:
     if not lines:  # the keys that must fit together, once each is valid alone
         gan = resolved.get("gan") or {}
         lines += (augment_problems(resolved) + ema_problems(gan.get("ema_decay"), gan.get("ema_kimg"), gan.get("ema_rampup"))
-                  + schedule_problems(resolved) + distributed_problems(resolved, in_sweep(), launcher().get("_target_")))
+                  + schedule_problems(resolved) + distributed_problems(resolved, in_sweep(), launcher().get("_target_"))
+                  + precision_problems(resolved))
     if lines:
         raise UserError(f"Invalid config: {'; '.join(lines)}. Fix the value on the command line or in conf/.")

@@ -84,6 +84,9 @@ CONFIGURATIONS = {
     "wgan_gp": ["experiment=wgan_gp_mnist", "trainer.max_steps=40", "model.generator.width=8",
                 "model.discriminator.width=8"],
     "ema": ["gan.ema_decay=0.9", "gan.fakes_mode=train", "trainer.max_steps=120"],
+    "seed_bf16": ["trainer.precision=bf16-mixed", "trainer.max_steps=200"],
+    "dcgan_bf16": ["experiment=dcgan_mnist", "model.generator.width=8", "model.discriminator.width=8",
+                   "trainer.precision=bf16-mixed", "trainer.max_steps=40"],
     "resnet": [*SMALL_RESNET, "trainer.max_steps=40"],
     "r3gan": [*SMALL_R3GAN, "trainer.max_steps=40"],
     # R3GAN's schedules over 800 images (25 iterations of 32), ADA's p among them
@@ -109,7 +112,7 @@ def test_seven_iterations_per_step_are_seven_steps_bit_for_bit(name, mnist_root,
     assert steps[:3] == [5, 10, 15]
 
 
-@pytest.mark.parametrize("name", names("seed", "r3gan", "schedule"))
+@pytest.mark.parametrize("name", names("seed", "seed_bf16", "r3gan", "schedule"))
 def test_resuming_a_checkpoint_taken_mid_chunk_plan_matches_the_uninterrupted_run(name, mnist_root, tmp_path):
     recipe = [*CONFIGURATIONS[name][:-1], "trainer.max_steps=40"]
     straight = run(tmp_path, "straight", 7, *recipe)
@@ -137,14 +140,20 @@ class ChangeLearningRate(pl.Callback):
 class EagerCapture(pl.Callback):
     """Runs the module through GraphedIterations with a stand-in capture that replays by calling the
     captured function again, so everything around the graph (warm-up, static inputs, counting,
-    re-capture) is what a GPU run does."""
+    re-capture) is what a GPU run does. Like a graph's, its replays ignore the autocast around
+    them: what a captured iteration computes in is what it entered itself."""
 
     def __init__(self):
         self.captured = []
 
     def capture(self, fn):
         self.captured.append(fn)
-        return fn
+
+        def replay():
+            with torch.autocast("cpu", enabled=False):
+                return fn()
+
+        return replay
 
     def on_train_batch_start(self, trainer, pl_module, *args):
         execution = pl_module.execution
@@ -157,7 +166,8 @@ def train(cfg, k: int, max_steps: int, callbacks: list) -> tuple[GAN, pl.Trainer
     """`cfg`'s module and data on a bare Trainer (no loggers or checkpoints), `k` iterations per step."""
     torch.manual_seed(0)
     module = GAN.from_config(cfg)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False, log_every_n_steps=5,
+    trainer = pl.Trainer(accelerator="cpu", precision=cfg.trainer.precision, max_steps=max_steps, logger=False,
+                         enable_checkpointing=False, log_every_n_steps=5,
                          enable_progress_bar=any(isinstance(c, IterationProgressBar) for c in callbacks),
                          enable_model_summary=False, callbacks=callbacks)
     trainer.fit(module, datamodule=instantiate(cfg.data, iterations_per_step=k, batches_per_step=GAN.real_batches(cfg)))
@@ -177,6 +187,19 @@ def test_graph_runner_logic_matches_eager_training_and_recaptures_when_the_learn
         assert_same_tensors(a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"])
         assert all(g["capturable"] for g in b.optimizer.param_groups)
     assert float(trainer.callback_metrics["loss/d"]) == float(eager.trainer.callback_metrics["loss/d"])
+
+
+def test_graph_runner_logic_replays_a_bf16_autocast_iteration_as_eager_training(mnist_root, tmp_path):
+    cfg = make_cfg("trainer=cpu", "trainer.precision=bf16-mixed", run_dir=tmp_path)
+    eager, _ = train(cfg, k=7, max_steps=30, callbacks=[])
+    graphed, trainer = train(cfg, k=7, max_steps=30, callbacks=[EagerCapture()])
+    runner = graphed.execution.graphed
+    assert (runner.eager_iterations, runner.replayed, runner.captures) == (3, 27, 1)
+    assert_same_tensors(eager.state_dict(), graphed.state_dict())
+    for a, b in zip(eager.optimizers(), graphed.optimizers()):
+        assert_same_tensors(a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"])
+    fp32, _ = train(make_cfg("trainer=cpu", run_dir=tmp_path), k=7, max_steps=30, callbacks=[])
+    assert not torch.equal(next(fp32.generator.parameters()), next(eager.generator.parameters()))  # bf16 changed the numbers
 
 
 @pytest.mark.slow

@@ -84,6 +84,8 @@ def test_shared_and_per_network_learning_rates():
         ("data.batch_size=0", "data.batch_size", "greater than 0"),
         ("trainer.accelerator=tpu9", "trainer.accelerator", "'cpu', 'gpu'"),
         ("trainer.precision=15", "trainer.precision", "'32-true'"),
+        ("trainer.precision=bf16-true", "trainer.precision", "use bf16-mixed"),
+        ("trainer=cpu trainer.precision=16-mixed", "trainer.precision", "needs a GPU"),
         ("optimizer.lr=-1", "optimizer.lr", "greater than 0"),
         ("optimizer.beta2=1.5", "optimizer.beta2", "less than 1"),
         ("gan.d_update=three_steps", "gan.d_update", "'two_steps' or 'joint'"),
