@@ -12,7 +12,6 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from pytorch_lightning.callbacks import TQDMProgressBar
-from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
@@ -21,6 +20,7 @@ from gan.config.constraints import Fraction, NonNegInt, PosInt
 from gan.config.hydra_runtime import sweeper
 from gan.data import to_unit
 from gan.files import save_image
+from gan.run.trackers import publish_image
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,12 @@ def grid_columns(nrow: int, side: int) -> int:
 
 class SampleGrid(pl.Callback):
     """An nrow x nrow grid of G(z) for one *fixed* noise batch, every `every_n_steps` GAN
-    iterations and at the end (0: only at the end): TensorBoard image `samples` (as generated) and
+    iterations and at the end (0: only at the end): image `samples` in every logger (as generated) and
     `<dirpath>/<step, 6 digits>.png` (enlarged, with the iteration written on it).
     A conditional generator gets one row per class instead (the first 10), `nrow` samples wide,
     the same noise down each column. Large images get fewer columns (`grid_columns`). The EMA
     generator draws it when the run keeps one. The grids are never augmented; a run that
-    augments what D sees also gets TensorBoard image `reals_seen` at the start and with each
+    augments what D sees also gets image `reals_seen` at the start and with each
     grid: the first training images as D sees them then (with ADA, at that moment's p).
 
     The noise comes from its own generator seeded by `seed` (so it does not shift the
@@ -103,24 +103,22 @@ class SampleGrid(pl.Callback):
         grid = make_grid(images.float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
         if trainer.is_global_zero:  # every process draws the grid (cheap); one writes it
             save_image(readable(grid, f"iteration {step}"), self.dirpath / f"{step:06d}.png")
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("samples", grid, step)
+        if trainer.is_global_zero:
+            publish_image(trainer.loggers, "samples", grid, step)
         self.write_seen(trainer, pl_module)
         self._last_written = step
 
     @torch.no_grad()
     def write_seen(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """TensorBoard image `reals_seen`: the first training images through the run's augmentation."""
-        boards = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
-        if isinstance(pl_module.augment, NoAugment) or not boards:
+        """Image `reals_seen` in every logger: the first training images through the run's augmentation."""
+        if isinstance(pl_module.augment, NoAugment) or not trainer.loggers:
             return
         reals = to_unit(torch.as_tensor(trainer.datamodule.images[: self.nrow**2]).to(pl_module.device))
         rng = torch.Generator(device=pl_module.device).manual_seed(self.seed + trainer.global_step)
         seen = pl_module.augment.show(reals, rng)
         grid = make_grid(seen.float().cpu(), nrow=self.nrow, normalize=True, value_range=(-1, 1))
-        for board in boards:
-            board.experiment.add_image("reals_seen", grid, trainer.global_step)
+        if trainer.is_global_zero:
+            publish_image(trainer.loggers, "reals_seen", grid, trainer.global_step)
 
 
 class HealthMonitor(pl.Callback):
@@ -213,6 +211,11 @@ class IterationProgressBar(TQDMProgressBar):
         bar.n = bar.last_print_n = bar.initial = trainer.global_step  # a resumed run starts where it was
         bar.set_description("Training")
         self._shown = trainer.global_step
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # a tracker's run id, not a figure to watch
+        return metrics
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
         step = trainer.global_step

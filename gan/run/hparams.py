@@ -30,6 +30,7 @@ from gan.config.hydra_runtime import choices, hydra, overrides
 from gan.engine.lightning_adapter import tensorboard_writer
 from gan.files import write_text
 from gan.run.names import row_name, swept_keys
+from gan.run.trackers import TRACKERS, publish_text
 
 log = logging.getLogger(__name__)
 
@@ -123,18 +124,21 @@ def is_smoke_run() -> bool:
 
 
 def log_run_config(loggers: Iterable[Logger], cfg: DictConfig, metrics: list[str] = ()) -> None:
-    """Every logger gets the whole flattened config (hparams.yaml); TensorBoard also gets it as
-    text and, except for `debug=` smoke runs, as an HParams row (`table_params`, `row_name`) and,
-    for a sweep's job, the sweep's columns: its swept keys and `metrics`, in their order."""
+    """Every logger gets the whole flattened config (hparams.yaml; an MLflow or W&B run also the
+    group choices) and the config as text; TensorBoard, except for `debug=` smoke runs, also an
+    HParams row (`table_params`, `row_name`) and, for a sweep's job, the sweep's columns: its
+    swept keys and `metrics`, in their order."""
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     raw = flatten(OmegaConf.to_container(cfg, resolve=False))
+    trackers = [logger for logger in loggers if isinstance(logger, TRACKERS)]
+    text = "\n".join("    " + line for line in OmegaConf.to_yaml(cfg, resolve=True).splitlines())
+    publish_text(loggers, "config", text)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):  # Lightning writes it once, with a plain open(): here it is whole
             write_text(Path(logger.log_dir) / "hparams.yaml", yaml.safe_dump(params, sort_keys=False))
-        logger.log_hyperparams(params)
+        # a tracker's runs table: every key, and the HParams row's group choices (model=dcgan) beside them
+        logger.log_hyperparams({**table_params(params, raw), **params} if logger in trackers else params)
         if isinstance(logger, TensorBoardLogger):
-            text = "\n".join("    " + line for line in OmegaConf.to_yaml(cfg, resolve=True).splitlines())
-            logger.experiment.add_text("config", text, 0)
             if not is_smoke_run():
                 row = table_params(params, raw)
                 writer = tensorboard_writer(logger)

@@ -25,6 +25,7 @@ from gan.run.checkpoints.saving import CheckpointContents, WholeCheckpoints
 from gan.run.hparams import log_run_config
 from gan.run.ranks import process_rank
 from gan.run.signals import StopOnSignal
+from gan.run.trackers import start as start_trackers
 from gan.sweeps.pruning import prune_trial_callback
 from gan.training.schema import validate
 from gan.training.sizing import check_before_building
@@ -154,6 +155,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
                                 enable_checkpointing=checkpointing, plugins=[*cluster_plugins(), WholeCheckpoints()])
     protocols = [c.protocol.name for c in callbacks if getattr(c, "protocol", None) and getattr(c, "every_n_steps", 0)]
     if process_rank() == 0:  # the others' loggers write nothing either
+        start_trackers(loggers)  # the MLflow / W&B run exists (or is found again) before training
         log_run_config(loggers, cfg, hparams_metrics(tags, protocols[0] if protocols else None))
 
     log.info("Run folder: %s", cfg.run_dir)

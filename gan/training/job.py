@@ -27,6 +27,7 @@ from gan.run.ranks import die_with_starter, process_rank, slurm_job, start_other
 from gan.run.signals import STOP, requeue_after
 from gan.run.status import write_status
 from gan.run.threads import auto_threads, registered
+from gan.run.trackers import finish as finish_trackers
 from gan.training.ending import ending
 from gan.training.fit import fit, objective
 
@@ -99,7 +100,7 @@ def _run(cfg: DictConfig) -> float | None:
         value = cfg.failed_objective
     ended = time.time()
     write_status(cfg.run_dir, status=status, ended=ended, objective=value, metrics=metrics, **common)
-    end_session(cfg, status)
+    record_end(cfg, status, metrics)
     log.info(ending(cfg.run_dir, status, metrics, ended - start, common))
     if status == "diverged" and not in_sweep():
         raise UserError(f"Training diverged: a loss became NaN or infinite by iteration {metrics['global_step']} "
@@ -108,13 +109,20 @@ def _run(cfg: DictConfig) -> float | None:
     return value
 
 
+def record_end(cfg: DictConfig, status: str, metrics: dict | None = None) -> None:
+    """status.json's final word where the loggers show a run's end: TensorBoard's HParams session,
+    the MLflow / W&B run's status (and what a tracker did not receive, said)."""
+    end_session(cfg, status)
+    finish_trackers(status, metrics)
+
+
 def failed(cfg: DictConfig, common: dict, exc: Exception) -> float:
     """A single run raises; a job of a sweep returns `failed_objective`, so the sweep goes on."""
     sweep = in_sweep()
     try:
         write_status(cfg.run_dir, status="failed", ended=time.time(), error=f"{type(exc).__name__}: {exc}",
                      objective=cfg.failed_objective if sweep else None, **common)
-        end_session(cfg, "failed")
+        record_end(cfg, "failed")
     except WriteFailed as also:  # the disk that failed the run refuses status.json too: the run's error is the news
         log.error("status.json not updated: %s", also)
     if not sweep:
@@ -126,6 +134,7 @@ def failed(cfg: DictConfig, common: dict, exc: Exception) -> float:
 def interrupted(cfg: DictConfig, common: dict, signum: int, metrics: dict | None = None) -> NoReturn:
     name = signal.Signals(signum).name
     write_status(cfg.run_dir, status="interrupted", signal=name, ended=time.time(), metrics=metrics, **common)
+    record_end(cfg, "interrupted", metrics)
     where = f" at iteration {metrics['global_step']}; resume with ckpt_path={cfg.run_dir}" if metrics else ""
     log.warning("Stopped by %s%s.", name, where)
     requeue_after(signum, 0)

@@ -35,6 +35,7 @@ from gan.engine.execution import precision_problems
 from gan.errors import UserError, stopping_hydra
 from gan.module import GAN, ema_problems
 from gan.run.checkpoints.files import load_checkpoint, resolve_checkpoint
+from gan.run.trackers import server_problems
 from gan.schedules import Schedule, schedule_problems
 
 REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")  # ${a.b.c}: a key (resolvers have a colon)
@@ -142,6 +143,6 @@ def validate(cfg: DictConfig) -> None:
         gan = resolved.get("gan") or {}
         lines += (augment_problems(resolved) + ema_problems(gan.get("ema_decay"), gan.get("ema_kimg"), gan.get("ema_rampup"))
                   + schedule_problems(resolved) + distributed_problems(resolved, in_sweep(), launcher().get("_target_"))
-                  + precision_problems(resolved))
+                  + precision_problems(resolved) + server_problems(resolved))
     if lines:
         raise UserError(f"Invalid config: {'; '.join(lines)}. Fix the value on the command line or in conf/.")
