@@ -7,7 +7,8 @@ memorisation check (each sample's nearest training image against the held-out im
 a PNG of the closest pairs), then one line of JSON: fid, kid, is, precision, recall, density,
 coverage, intra_fid (conditional runs; fid_per_class beside it), modes_covered, kl_uniform, n,
 protocol, features, floor, memorisation. `ref=<file.npz>` scores FID against reference statistics
-from elsewhere (pytorch-fid's or clean-fid's format).
+from elsewhere (pytorch-fid's or clean-fid's format). A run logged to MLflow gets the scores (as
+evaluate/<protocol>/<name>, at the checkpoint's iteration) and the closest pairs' PNG in its MLflow run.
 
 `python -m gan.evaluate stats data=<conf/data option> [data.<key>=...] protocol=... out=<file.npz>`
 writes the reference statistics (mu, sigma, and what produced them) of the protocol's reference
@@ -43,7 +44,8 @@ from gan.metrics import METRICS
 from gan.metrics.evaluator import Evaluator, describe
 from gan.metrics.protocols import DEFAULT, Protocol, parse
 from gan.metrics.stats_files import write_stats
-from gan.run.checkpoints.files import load_generator
+from gan.run.checkpoints.files import load_generator, saved_step
+from gan.run.trackers import add_evaluation
 from gan.training import resolvers  # noqa: F401 (the config's own resolvers, for `stats`)
 
 
@@ -62,6 +64,7 @@ class Args:
     ema: bool = True  # a run with gan.ema_decay: score the weight average (false: the trained generator)
     data_root: Optional[str] = None  # where the data lie (null: the run's own folder if it exists here, else this machine's)
     config_dir: Optional[str] = None  # your own config folder, whose options' classes may be rebuilt too (as --config-dir)
+    track: bool = True  # add the scores and the pictures to the run's MLflow run, when it had one (its trackers.json)
 
 
 @dataclass
@@ -143,6 +146,10 @@ def evaluate(args: Args) -> dict:
     if args.memorisation:
         result["memorisation"] = check_copies(evaluator, generator, min(args.memorisation, protocol.n),
                                               Path(args.grid) if args.grid else default_grid(ckpt, protocol.name))
+    if args.track:
+        pictures = [Path(result["memorisation"]["grid"])] if args.memorisation else []
+        if said := add_evaluation(ckpt, saved_step(Path(ckpt)), protocol.name, result, pictures):
+            print(said)
     return result
 
 

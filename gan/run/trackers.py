@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 import urllib.error
@@ -33,15 +34,16 @@ from torchvision.transforms.functional import to_pil_image
 from gan.config.hydra_runtime import choices, in_sweep, overrides, sweep_folder, sweeper
 from gan.files import write_json
 from gan.run.folders import outputs_root
-from gan.run.names import swept_keys
+from gan.run.names import sweep_arguments, swept_keys
 
 log = logging.getLogger(__name__)
 
 TRACKERS_FILE = "trackers.json"  # in the run folder: which tracker run holds this run
 PAUSE_AFTER_FAILURE = 30.0  # seconds a tracker is left alone after a failed call (what comes meanwhile is counted)
 # MLflow retries a failed request for minutes by default: here a request that fails is counted and the run goes on
+# (and the run's link is said once, in the run's ending, not by MLflow at every status change)
 MLFLOW_QUICK_FAILURE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 # status.json's final word -> the tracker's run status; gan.status (a tag) keeps the word itself
 MLFLOW_STATUS = {"completed": "FINISHED", "stopped": "FAILED", "diverged": "FAILED", "failed": "FAILED",
@@ -76,6 +78,14 @@ class Unsent:
         what = ", ".join(f"{n} {kind}" for kind, n in self.counts.items())
         return (f"{self.tracker} did not receive: {what} (first error: {self.first_error}). The run folder has all of it "
                 f"(events, status.json, images/).")
+
+
+def without_run_folder(params: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The parameters a tracker compares runs by: the config less the paths inside the run folder
+    (checkpoints, images, the folder itself), which differ in every run and would crowd out the
+    keys a sweep varies in the tracker's comparison views. The folder is the run's tag gan.run_folder."""
+    inside = (str(run_dir), str(Path(run_dir).resolve()))
+    return {key: value for key, value in params.items() if not str(value).startswith(inside)}
 
 
 def image_of(grid: torch.Tensor):
@@ -122,6 +132,34 @@ def record(run_dir: str | Path, tracker: str, entry: Mapping[str, Any]) -> None:
     except ValueError:
         current = {}
     write_json(path, {**current, tracker: dict(entry)})
+
+
+def where_to_look(folder: str | Path) -> list[str]:
+    """How to open the tracker runs of a run folder (its trackers.json) or of a sweep folder (its
+    MLflow parent run): a link for a server or an online W&B run, else the command that shows them."""
+    folder, lines = Path(folder), []
+    try:
+        known = json.loads((folder / TRACKERS_FILE).read_text())
+    except (OSError, ValueError):
+        known = {}
+    try:
+        parent = json.loads((folder / "mlflow_parent.json").read_text())
+    except (OSError, ValueError):
+        parent = {}
+    mlflow_run = (known.get("mlflow") if isinstance(known, dict) else None) or parent
+    if isinstance(mlflow_run, dict) and mlflow_run.get("run_id"):
+        uri, run_id = str(mlflow_run.get("tracking_uri")), mlflow_run["run_id"]
+        if uri.startswith(("http://", "https://")):
+            experiment = mlflow_run.get("experiment_id")
+            lines.append(f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}" if experiment
+                         else f"{uri} (run {run_id})")
+        else:
+            lines.append(f"mlflow ui --backend-store-uri {uri}  (run {run_id})")
+    wandb_run = known.get("wandb") if isinstance(known, dict) else None
+    if isinstance(wandb_run, dict) and wandb_run.get("id"):
+        lines.append(wandb_run["url"] if wandb_run.get("url") else f"wandb sync {wandb_run.get('dir')}  (W&B run "
+                     f"{wandb_run['id']}, kept offline)")
+    return lines
 
 
 def sweep_name() -> str | None:
@@ -281,13 +319,16 @@ class MLflowTracker(MLFlowLogger):
             self._experiment_id = experiment.experiment_id if experiment is not None and \
                 experiment.lifecycle_stage != "deleted" else \
                 self._mlflow_client.create_experiment(self._experiment_name, artifact_location=self._artifact_location)
-            name = sweep_name()
+            name, keys = sweep_name(), swept_keys()
             parent = self._mlflow_client.create_run(self._experiment_id, run_name=name, tags={
-                "gan.sweep": name, "gan.sweep_folder": str(folder.resolve()), "gan.swept_keys": " ".join(swept_keys())})
-            write_json(path, {"tracking_uri": self._tracking_uri, "run_id": parent.info.run_id})
+                "gan.sweep": name, "gan.sweep_folder": str(folder.resolve()), "gan.swept_keys": " ".join(keys)})
+            self._mlflow_client.log_batch(parent.info.run_id, params=search_space(keys))
+            write_json(path, {"tracking_uri": self._tracking_uri, "experiment_id": self._experiment_id,
+                              "run_id": parent.info.run_id})
             return parent.info.run_id
 
     def log_hyperparams(self, params: Any) -> None:
+        params = without_run_folder(params, self.run_dir)
         if self.previous.get("run_id") == self._run_id:  # the same run again: MLflow refuses a parameter changed
             run = self.unsent.call("parameters", self.experiment.get_run, self.run_id)
             known = run.data.params if run is not None else {}
@@ -323,6 +364,52 @@ class MLflowTracker(MLFlowLogger):
                                               "and attributes.status = 'RUNNING'", max_results=1)
         if not running:
             self.experiment.set_terminated(parent, "FINISHED")
+
+
+def add_evaluation(ckpt: str | Path, step: int, protocol: str, scores: Mapping[str, Any], images: Iterable[Path]) -> str | None:
+    """gan.evaluate's scores (metrics `evaluate/<protocol>/<name>` at the checkpoint's iteration)
+    and its pictures (artifacts under `evaluations/`) in the MLflow run that holds the checkpoint's
+    run, as its trackers.json names it. What happened, in a line; None when the run had no MLflow
+    run. A tracker that does not answer costs the evaluation nothing: it is said, not raised."""
+    entry = previous_trackers(str(ckpt)).get("mlflow") or {}
+    run_id, uri = entry.get("run_id"), entry.get("tracking_uri")
+    if not run_id or not uri:
+        return None
+    numbers = {f"evaluate/{protocol}/{name}": float(value) for name, value in flat_scores(scores).items()}
+    for key, value in MLFLOW_QUICK_FAILURE.items():
+        os.environ.setdefault(key, value)
+    try:
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        client, now = MlflowClient(uri), int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(key, value, now, step) for key, value in numbers.items()])
+        for image in images:
+            client.log_artifact(run_id, str(image), "evaluations")
+    except Exception as exc:  # not installed here, the server gone, the run deleted: the scores are printed anyway
+        return (f"MLflow ({uri}) did not take the evaluation for run {run_id} ({type(exc).__name__}: "
+                f"{(str(exc).splitlines() or [''])[0][:200]}); the scores are printed above.")
+    return f"MLflow: {len(numbers)} scores at iteration {step} and the pictures added to run {run_id} ({uri})."
+
+
+def flat_scores(scores: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested result ({'fid': 3.1, 'floor': {'fid': 0.4}} -> fid, floor_fid), finite ones only."""
+    flat = {}
+    for key, value in scores.items():
+        if isinstance(value, Mapping):
+            flat.update(flat_scores(value, f"{prefix}{key}_"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
+
+
+def search_space(keys: list[str]) -> list:
+    """The sweep's parent run's parameters: each swept key with what the sweep gives it (`8,16`,
+    `choice(hinge, minimax)`, `interval(1e-4, 1e-3)`), as typed."""
+    from mlflow.entities import Param
+
+    given = dict(argument.lstrip("+~").split("=", 1) for argument in sweep_arguments(sweep_folder()) if "=" in argument)
+    return [Param(key, str(given[key])[:6000]) for key in keys if key in given]
 
 
 def wandb_key() -> bool:
@@ -367,10 +454,11 @@ class WandbTracker(WandbLogger):
         _ = self.experiment  # creates the run
         self.experiment.config.update(run_tags(self.run_dir), allow_val_change=True)
         record(self.run_dir, "wandb", {"id": self.wandb_id, "project": self._project, "mode": self.mode,
-                                       "dir": str(Path(self.experiment.dir).parent)})
+                                       "dir": str(Path(self.experiment.dir).parent),
+                                       "url": self.experiment.url if self.mode == "online" else None})
 
     def log_hyperparams(self, params: Any) -> None:
-        self.unsent.call("parameters", super().log_hyperparams, params)
+        self.unsent.call("parameters", super().log_hyperparams, without_run_folder(params, self.run_dir))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.unsent.call("metric batches", super().log_metrics, metrics, step)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from gan.metrics import BETTER, METRICS
 from gan.module import LOGGED_METRICS
 from gan.run.status import stopped_at
+from gan.run.trackers import where_to_look
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,15 @@ def ending(run_dir: str, status: str, metrics: dict[str, float], seconds: float,
     if best.exists():
         lines.append(f"  best checkpoint: {best}")
     lines.append(f"  outputs:         {run_dir}")
-    lines.append(f"  look at them:    tensorboard --logdir {run_dir}")
+    lines += [f"  look at them:    {view}" for view in views(Path(run_dir), "events.out.tfevents.*")]
     return "\n".join(lines)
+
+
+def views(folder: Path, events: str) -> list[str]:
+    """The commands and links that show a run or a sweep: TensorBoard where it wrote events
+    (`events`: their pattern under `folder`), then each tracker's run."""
+    board = [f"tensorboard --logdir {folder}"] if next(folder.glob(events), None) is not None else []
+    return board + where_to_look(folder)
 
 
 class SweepEnding(Callback):
@@ -62,5 +70,6 @@ class SweepEnding(Callback):
             except DamagedStatus:
                 words.append("damaged")
         counts = ", ".join(f"{words.count(w)} {w}" for w in dict.fromkeys(words))
-        log.info("Sweep done: %d jobs (%s) in %s\n  look at them:    tensorboard --logdir %s\n  compare them:    "
-                 "python -m gan.report sweep=%s", len(words), counts or "none", folder, folder, folder)
+        looks = "".join(f"\n  look at them:    {view}" for view in views(folder, "*/events.out.tfevents.*"))
+        log.info("Sweep done: %d jobs (%s) in %s%s\n  compare them:    python -m gan.report sweep=%s",
+                 len(words), counts or "none", folder, looks, folder)

@@ -90,9 +90,13 @@ def test_an_mlflow_run_holds_the_config_every_scalar_the_grids_and_the_status_as
     assert json.loads((run_dir / "trackers.json").read_text())["mlflow"]["run_id"] == run.info.run_id
     assert run.info.status == "FINISHED" and run.data.tags["gan.status"] == "completed"
     assert run.data.tags["gan.run_folder"] == str(run_dir.resolve()) and "augment=diffaug" in run.data.tags["gan.overrides"]
-    # the parameters: every key of the flattened config (TensorBoard's hparams.yaml), and the group choices
+    # the parameters: every key of the flattened config (TensorBoard's hparams.yaml) but the paths in the run
+    # folder (which differ in every run: a tag names the folder), and the group choices
     config = yaml.safe_load((run_dir / "hparams.yaml").read_text())
-    assert all(run.data.params[key] == str(value)[:250] for key, value in config.items())
+    inside = {key for key, value in config.items() if str(value).startswith(str(run_dir))}
+    assert {"run_dir", "callbacks.last.dirpath", "logger.tensorboard.save_dir"} <= inside
+    assert all(run.data.params[key] == str(value)[:250] for key, value in config.items() if key not in inside)
+    assert not inside & set(run.data.params)
     assert run.data.params["augment"] == "diffaug" and run.data.params["model"] == "mlp"
     # every scalar, at the same steps and with the same values as TensorBoard's
     board = events(run_dir)
@@ -106,6 +110,11 @@ def test_an_mlflow_run_holds_the_config_every_scalar_the_grids_and_the_status_as
     for tag in ("samples", "reals_seen"):
         assert image_steps(client, run.info.run_id, tag) == [e.step for e in board.Images(tag)], tag
     assert "config.md" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    # the ending links the run once (MLflow's own link at each status change is silenced), TensorBoard beside it
+    console = result.stdout + result.stderr
+    link = f"{server.uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert f"look at them:    tensorboard --logdir {run_dir}" in console and f"look at them:    {link}" in console
+    assert "View run" not in console
 
 
 def test_a_run_goes_on_when_the_server_dies_and_says_at_its_end_what_was_not_sent(tmp_path):
@@ -139,6 +148,9 @@ def test_a_resume_continues_the_same_mlflow_run_in_the_local_store_and_the_same_
     resumed = run_cli(*quick("logger=[mlflow,wandb]", f"ckpt_path={folder}"), cwd=tmp_path)  # on to 12
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "MLflow: continuing run" in resumed.stdout + resumed.stderr
+    assert "look at them:    tensorboard" not in resumed.stdout + resumed.stderr  # no events written: no such line
+    assert f"look at them:    mlflow ui --backend-store-uri sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}" in \
+        resumed.stdout + resumed.stderr
     [second] = [p.parent for p in (tmp_path / "outputs").glob("*/*/status.json") if p.parent != folder]
     kept = [json.loads((f / "trackers.json").read_text()) for f in (folder, second)]
     ids = [entry["mlflow"]["run_id"] for entry in kept]
@@ -152,6 +164,27 @@ def test_a_resume_continues_the_same_mlflow_run_in_the_local_store_and_the_same_
     assert steps == [3, 6, 9, 12]
     assert (tmp_path / "outputs" / "mlartifacts").is_dir()  # the local store's artifacts beside it, not ./mlruns
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_gan_evaluate_adds_its_scores_and_closest_pairs_to_the_runs_mlflow_run(tmp_path, mnist_classifier, monkeypatch):
+    from gan.evaluate import Args, evaluate
+
+    result = run_cli(*quick("logger=mlflow"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run_dir] = [p.parent for p in (tmp_path / "outputs").glob("*/*/status.json")]
+    monkeypatch.chdir(tmp_path)
+    scores = evaluate(Args(ckpt=str(run_dir), n=60, memorisation=60))
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    [run] = runs(client)
+    for key, value in (("fid", scores["fid"]), ("floor_fid", scores["floor"]["fid"]),
+                       ("memorisation_ratio", scores["memorisation"]["ratio"])):
+        [metric] = client.get_metric_history(run.info.run_id, f"evaluate/classifier60_test/{key}")
+        assert (metric.step, metric.value) == (12, pytest.approx(value, rel=1e-6)), key
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "evaluations")] == [
+        "evaluations/nearest_last_classifier60_test.png"]
+    assert run.info.status == "FINISHED"  # the finished run stays finished
+    evaluate(Args(ckpt=str(run_dir), n=60, memorisation=0, track=False))
+    assert len(client.get_metric_history(run.info.run_id, "evaluate/classifier60_test/fid")) == 1
 
 
 def wandb_records(path: Path) -> list:
@@ -203,7 +236,7 @@ def test_a_wandb_offline_run_holds_the_history_the_grids_the_config_and_the_fina
     config = {i.key: json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "config"
               for i in r.config.update}
     assert config["model.latent_dim"] == 100 and config["trainer.max_steps"] == 12 and config["model"] == "mlp"
-    assert config["gan.run_folder"] == str(run_dir.resolve())
+    assert config["gan.run_folder"] == str(run_dir.resolve()) and "run_dir" not in config
     summary = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for r in records
                if r.WhichOneof("record_type") == "summary" for i in r.summary.update}
     assert summary["gan/status"] == "completed"
@@ -211,6 +244,7 @@ def test_a_wandb_offline_run_holds_the_history_the_grids_the_config_and_the_fina
     [exit_record] = [r for r in records if r.WhichOneof("record_type") == "exit"]
     assert exit_record.exit.exit_code == 0
     assert (offline / "files" / "config.md").exists()
+    assert f"look at them:    wandb sync {offline}  (W&B run {entry['id']}, kept offline)" in result.stdout + result.stderr
 
 
 def test_an_unreachable_server_a_missing_package_and_wandb_online_without_a_key_are_refused_before_training(
@@ -276,10 +310,16 @@ def test_a_multirun_is_one_parent_run_and_one_wandb_group_with_its_jobs_and_the_
     [parent] = parents
     children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2 and parent.data.tags["gan.swept_keys"] == "model.latent_dim"
+    assert parent.data.params == {"model.latent_dim": "8,16"}  # the parent holds the search space
     assert sorted(r.data.params["model.latent_dim"] for r in children) == ["16", "8"]
+    differing = {key for key in children[0].data.params if children[0].data.params[key] != children[1].data.params.get(key)}
+    # what the tracker's comparison shows first: the swept key (and the generator's copy of it), no folder paths
+    assert differing == {"model.latent_dim", "model.generator.latent_dim"}
     assert sorted(r.info.run_name for r in children) == ["0_latent_dim-8", "1_latent_dim-16"]
     assert parent.data.tags["gan.sweep"].startswith("multirun/") and parent.info.status == "FINISHED"
     assert all(r.info.status == "FINISHED" for r in children)
+    assert f"look at them:    {server.uri}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" in \
+        result.stdout + result.stderr  # the sweep's ending links its parent run
     groups = {record.run.run_group for path in tmp_path.glob("outputs/multirun/*/*/*/wandb/offline-run-*/run-*.wandb")
               for record in wandb_records(path) if record.WhichOneof("record_type") == "run"}
     assert groups == {parent.data.tags["gan.sweep"]}  # both jobs' W&B runs in the sweep's group
@@ -303,6 +343,7 @@ def test_an_optuna_study_is_one_parent_run_with_each_trial_nested_and_the_pruned
     found = runs(server.client(), "study")
     [parent] = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.run_name == "grid" and parent.data.tags["gan.swept_keys"] == "loss"
+    assert parent.data.params == {"loss": "choice(nonsaturating, hinge, minimax)"}
     children = {r.data.params["loss"]: r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert sorted(children) == ["hinge", "minimax", "nonsaturating"]
     assert children["nonsaturating"].data.tags["gan.status"] == "pruned" and children["nonsaturating"].info.status == "KILLED"
