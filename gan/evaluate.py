@@ -29,14 +29,12 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 import torch
-from omegaconf import OmegaConf
 from torchvision.utils import make_grid
 
 from gan.callbacks import readable
 from gan.config.building import build, compose_train
 from gan.config.cli import run
-from gan.config.signatures import parameters
-from gan.config.untrusted import FileConfig, config_dirs, offered, rebuild
+from gan.config.untrusted import config_dirs
 from gan.data import to_unit
 from gan.errors import UserError
 from gan.files import save_image
@@ -44,7 +42,7 @@ from gan.metrics import METRICS
 from gan.metrics.evaluator import Evaluator, describe
 from gan.metrics.protocols import DEFAULT, Protocol, parse
 from gan.metrics.stats_files import write_stats
-from gan.run.checkpoints.files import load_generator, saved_step
+from gan.run.checkpoints.files import datamodule_of, load_generator, saved_step
 from gan.run.trackers import add_evaluation
 from gan.training import resolvers  # noqa: F401 (the config's own resolvers, for `stats`)
 
@@ -99,33 +97,6 @@ def check(args: Args) -> Protocol:
     if args.n is None and protocol.n <= max(args.k, 1):
         raise UserError(f"protocol={args.protocol}: the scores need more samples than k={args.k} neighbours.")
     return protocol
-
-
-def local_root(target: str, dirs: tuple[Path, ...]) -> str | None:
-    """This machine's data root for a data module: the `root` of the conf/data option that builds
-    it, resolved here (its own `${oc.env:GAN_DATA_DIR,data}`: a file of ours, not the checkpoint's)."""
-    node = offered(dirs).written.get(("data", target))
-    return None if node is None else OmegaConf.create({"root": node.get("root")}).root
-
-
-def datamodule_of(config: FileConfig, data_root: str | None, dirs: tuple[Path, ...]):
-    """The run's data module, rebuilt from its checkpoint; where its files are read from, and
-    whether they may be downloaded, is this machine's choice (the module docstring)."""
-    target = config.node("data._target_")
-    saved = None if "data.root" in config.unknown else config.values["data"].get("root")
-    if data_root is not None:
-        root, own = data_root, True
-    elif saved is not None and Path(saved).expanduser().is_dir():
-        root, own = saved, False
-    else:
-        root, own = local_root(target, dirs) if isinstance(target, str) else None, True
-    if root is None:
-        raise UserError(f"{config.source} was trained on data.root={saved}, which is not a folder here: give "
-                        f"data_root=<the folder of its images>.")
-    given = {"root": root}
-    if "download" in parameters(target):
-        given["download"] = own and bool(config.values["data"].get("download", True))
-    return rebuild(config, "data", **given)
 
 
 def evaluate(args: Args) -> dict:

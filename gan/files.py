@@ -66,15 +66,24 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any], durabl
     """Call `write(f)` on a temporary file beside `path`, then rename it over `path`.
     `durable=False` skips the fsyncs (for thousands of small files that the caller syncs at once,
     `os.sync()`): until then the file is whole or absent for any process, not after a power cut."""
+    def into(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    write_through(path, into, durable)
+
+
+def write_through(path: str | Path, make: Callable[[Path], Any], durable: bool = True) -> None:
+    """`make(tmp)` writes the file at the path it is given (a temporary one beside `path`, for a
+    writer that takes a path: ffmpeg, an exporter), which is then renamed over `path`."""
     path = Path(path)
     tmp = temporary(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path.parent)
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            if durable:
+        make(tmp)
+        if durable:
+            with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:

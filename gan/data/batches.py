@@ -149,6 +149,12 @@ class ImageDataModule(pl.LightningDataModule):
         score against, and their labels (zeros for unlabelled data)."""
         raise NotImplementedError
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """The classes' names in label order (None: unlabelled), which checkpoints keep for the
+        tools that show or export a conditional generator."""
+        return None
+
     def hold(self, images: torch.Tensor) -> torch.Tensor:
         """Where the training images stay between steps (subclasses may copy a mapped file into memory)."""
         return images

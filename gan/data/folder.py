@@ -278,6 +278,10 @@ class FolderDataModule(ImageDataModule):
         self.meta: dict | None = None
 
     @property
+    def class_names(self) -> list[str] | None:
+        return list(self.meta["classes"]) if self.labelled and self.meta and self.meta.get("classes") else None
+
+    @property
     def name(self) -> str:
         return f"folder-{self.cache.name[:16]}" if self.cache else f"folder {self.root}"
 

@@ -75,6 +75,10 @@ class TorchvisionImageDataModule(ImageDataModule):
         self.root, self.download, self.pad = Path(root).expanduser(), download, pad
 
     @property
+    def class_names(self) -> list[str]:
+        return [str(name) for name in self.classes]
+
+    @property
     def name(self) -> str:
         return self.dataset_class.__name__
 

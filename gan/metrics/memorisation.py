@@ -13,17 +13,21 @@ from __future__ import annotations
 import torch
 
 
-def nearest(query: torch.Tensor, points: torch.Tensor, chunk: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each query row, the distance to its nearest row of `points`, and that row's index. The
-    search uses the fast matrix-product distances; the distance returned is recomputed directly, so
-    a copy reads exactly 0."""
+def nearest(query: torch.Tensor, points: torch.Tensor, chunk: int = 1000, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each query row, the distance to its nearest row of `points`, and that row's index (k > 1:
+    the k nearest, nearest first, as (n, k) tensors). The search uses the fast matrix-product
+    distances; the distances returned are recomputed directly, so a copy reads exactly 0. The one
+    nearest-neighbour search of the project: the memorisation check and gan.generate mode=nearest."""
     points = points.float()
     distances, indices = [], []
     for part in query.float().split(chunk):
-        i = torch.cdist(part, points).argmin(dim=1)
-        distances.append((part - points[i]).norm(dim=1))
-        indices.append(i)
-    return torch.cat(distances), torch.cat(indices)
+        i = torch.cdist(part, points).topk(min(k, len(points)), dim=1, largest=False).indices
+        d = (part[:, None] - points[i]).norm(dim=2)
+        order = d.argsort(dim=1, stable=True)  # the exact distances decide ties the fast ones blurred
+        distances.append(d.gather(1, order))
+        indices.append(i.gather(1, order))
+    distances, indices = torch.cat(distances), torch.cat(indices)
+    return (distances[:, 0], indices[:, 0]) if k == 1 else (distances, indices)
 
 
 def memorisation(fake: torch.Tensor, heldout: torch.Tensor, train: torch.Tensor) -> dict:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
-from gan.config.untrusted import CONF, FileConfig, file_config, rebuild, shown
+from gan.config.untrusted import CONF, FileConfig, file_config, offered, rebuild, shown
 from gan.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -105,21 +108,104 @@ def mismatch(shapes: dict[str, tuple[int, ...]], weights: dict[str, Any]) -> str
     return f"{', '.join(map(shown, odd))}: {[saved.get(k) for k in odd]} saved, {[shapes.get(k) for k in odd]} expected"
 
 
+@dataclass
+class Trained:
+    """A trained generator read back (from a checkpoint, or a generator exported as safetensors),
+    with what the tools that use it need to say about it."""
+
+    generator: nn.Module  # in eval mode, on the CPU
+    config: FileConfig  # the run's config (an export's: its generator node)
+    path: str  # the file it came from
+    step: int  # the iteration it holds (-1: not known)
+    class_names: list[str] | None  # a conditional generator's classes, in label order (None: unconditional)
+    ema: bool  # the weight average (gan.ema_decay), rather than the trained weights
+
+
 def load_generator(path: str, best: bool = False, ema: bool = True,
                    conf_dirs: tuple[Path, ...] = (CONF,)) -> tuple[nn.Module, FileConfig, str]:
-    """The generator of a run folder's last (or best-FID) checkpoint, or of a given .ckpt, in
-    eval mode on the CPU: the weight average when the run kept one (`gan.ema_decay`) and `ema`.
-    It is sized on the meta device first, so a config that asks for more than its weights hold
-    is refused before any memory is taken."""
+    """The generator of a run folder's last (or best-FID) checkpoint, or of a given .ckpt (see `load_trained`)."""
+    trained = load_trained(path, best, ema, conf_dirs)
+    return trained.generator, trained.config, trained.path
+
+
+def load_trained(path: str, best: bool = False, ema: bool = True, conf_dirs: tuple[Path, ...] = (CONF,)) -> Trained:
+    """The generator of a run folder's last (or best-FID) checkpoint, of a given .ckpt, or of a
+    .safetensors written by gan.export, in eval mode on the CPU: the weight average when the run
+    kept one (`gan.ema_decay`) and `ema`. It is sized on the meta device first, so a config that
+    asks for more than its weights hold is refused before any memory is taken."""
+    if str(path).endswith(".safetensors"):
+        from gan.run.checkpoints.exported import load_safetensors
+
+        return load_safetensors(path, conf_dirs)
     ckpt = resolve_checkpoint(path, "best_fid.ckpt" if best else "last.ckpt")
     checkpoint, config = load_checkpoint(ckpt, conf_dirs)
     state = checkpoint["state_dict"]
-    prefix = "generator_ema.module." if ema and any(k.startswith("generator_ema.") for k in state) else "generator."
+    averaged = ema and any(k.startswith("generator_ema.") for k in state)
+    prefix = "generator_ema.module." if averaged else "generator."
     weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    generator = generator_of(config, weights, ckpt)
+    step = checkpoint.get("global_step")
+    return Trained(generator, config, ckpt, step if isinstance(step, int) else -1,
+                   class_names_of(checkpoint, config, generator.num_classes), averaged)
+
+
+def generator_of(config: FileConfig, weights: dict[str, Any], source: str) -> nn.Module:
+    """The generator `config` describes (model.generator), holding `weights`, in eval mode."""
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in rebuild(config, "model.generator").state_dict().items()}
     if odd := mismatch(shapes, weights):
-        raise UserError(f"{ckpt}: its generator weights do not fit the network its config describes ({odd}).")
+        raise UserError(f"{source}: its generator weights do not fit the network its config describes ({odd}).")
     generator = rebuild(config, "model.generator")
     generator.load_state_dict(weights)
-    return generator.eval(), config, ckpt
+    return generator.eval()
+
+
+def class_names_of(checkpoint: Mapping, config: FileConfig, num_classes: int | None) -> list[str] | None:
+    """A conditional generator's class names: as the checkpoint keeps them, else as its dataset
+    class names them (MNIST's, CIFAR-10's), else the label numbers."""
+    if num_classes is None:
+        return None
+    kept = checkpoint.get("class_names")
+    if isinstance(kept, list) and len(kept) == num_classes and all(isinstance(n, str) for n in kept):
+        return [shown(name, 60) for name in kept]
+    target = config.values.get("data", {}).get("_target_") if isinstance(config.values.get("data"), Mapping) else None
+    if isinstance(target, str) and target.startswith("gan.data."):  # checked by file_config: one of conf/'s
+        from hydra.utils import get_object
+
+        named = getattr(get_object(target), "classes", None)
+        if isinstance(named, (list, tuple)) and len(named) == num_classes:
+            return [str(name) for name in named]
+    return [str(i) for i in range(num_classes)]
+
+
+def local_root(target: str, dirs: tuple[Path, ...]) -> str | None:
+    """This machine's data root for a data module: the `root` of the conf/data option that builds
+    it, resolved here (its own `${oc.env:GAN_DATA_DIR,data}`: a file of ours, not the checkpoint's)."""
+    node = offered(dirs).written.get(("data", target))
+    return None if node is None else OmegaConf.create({"root": node.get("root")}).root
+
+
+def datamodule_of(config: FileConfig, data_root: str | None, dirs: tuple[Path, ...]):
+    """The run's data module, rebuilt from its checkpoint. Where its files are read from is this
+    machine's choice: `data_root` when given; else the folder the run read them from, when it
+    exists here; else this machine's data root (conf/data's own), where a missing dataset is
+    downloaded. A checkpoint never names a place to write."""
+    from gan.config.signatures import parameters
+
+    if "data" not in config.values:
+        raise UserError(f"{config.source}: it holds a generator alone, without the data it was trained on.")
+    target = config.node("data._target_")
+    saved = None if "data.root" in config.unknown else config.values["data"].get("root")
+    if data_root is not None:
+        root, own = data_root, True
+    elif saved is not None and Path(saved).expanduser().is_dir():
+        root, own = saved, False
+    else:
+        root, own = local_root(target, dirs) if isinstance(target, str) else None, True
+    if root is None:
+        raise UserError(f"{config.source} was trained on data.root={saved}, which is not a folder here: give "
+                        f"data_root=<the folder of its images>.")
+    given = {"root": root}
+    if "download" in parameters(target):
+        given["download"] = own and bool(config.values["data"].get("download", True))
+    return rebuild(config, "data", **given)

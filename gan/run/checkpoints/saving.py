@@ -49,6 +49,9 @@ class CheckpointContents(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         checkpoint["config"], checkpoint["resolved_config"] = self.config, self.resolved
+        names = getattr(trainer.datamodule, "class_names", None)
+        if names:  # what a conditional generator's labels mean, for gan.generate and gan.export
+            checkpoint["class_names"] = list(names)
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         """Before Lightning restores the optimizers from `checkpoint`."""
