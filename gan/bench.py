@@ -9,6 +9,7 @@
     python -m gan.bench mode=metrics [device=...] [images=N]  # feature networks' images/s, and what each protocol costs
     python -m gan.bench mode=precision [models=...] [precisions=32-true,bf16-mixed] [rounds=R]  # it/s by trainer.precision
     python -m gan.bench mode=precision_fid [models=...] [precisions=...] [seeds=1,2,3] [iterations=N]  # FID by precision
+    python -m gan.bench mode=walk [walk_frames=100,1000]  # gan.generate mode=walk's peak memory as walks grow, by format
 
 For each model (the seed MLP, the DCGAN recipe, SNGAN's ResNet, R3GAN) one runner fit cycles through blocks of
 iterations, in one process, so that a machine whose speed drifts (a shared VM) affects all
@@ -502,6 +503,7 @@ class Args:
     images: int = 0  # mode=metrics: images timed per network (0: 2000 on CUDA; 48 for Inception, 2000 for the classifier on CPU)
     precisions: str = "32-true,bf16-mixed"  # mode=precision, precision_fid: the trainer.precision values, the first the baseline
     iterations: int = 0  # mode=precision_fid: iterations per run (0: each recipe's own trainer.max_steps)
+    walk_frames: str = "100,1000"  # mode=walk: the walks' lengths in frames
 
 
 def metrics_cost(args: Args, device: torch.device) -> None:
@@ -625,7 +627,7 @@ def duration(seconds: float) -> str:
 
 def bench(args: Args) -> None:
     modes = ("interleaved", "train", "writes", "augment", "data_efficiency", "equal_time", "metrics", "precision",
-             "precision_fid")
+             "precision_fid", "walk")
     if args.mode not in modes or args.device not in ("auto", "cpu", "cuda"):
         raise UserError(f"mode={args.mode} device={args.device}: mode is one of {', '.join(modes)}; device cpu, cuda "
                         f"or auto.")
@@ -639,6 +641,8 @@ def bench(args: Args) -> None:
         return train_py(args.overrides)
     if args.mode == "writes":
         return writes(args.rounds)
+    if args.mode == "walk":
+        return walk_memory([int(n) for n in args.walk_frames.split(",")])
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
@@ -700,6 +704,36 @@ def writes(rounds: int) -> None:
               f"{1000 * statistics.stdev(spent):.0f} ms ({len(spent)} saves, interleaved)")
     print(f"sha256 of a cache file, warm page cache: {256 / statistics.mean(digests):.0f} MiB/s "
           f"({1000 * statistics.mean(digests) / 256 * 1024:.0f} ms per GiB)")
+
+
+def peak_memory(command: list[str], cwd: str) -> tuple[float, float]:
+    """(seconds, peak resident MiB) of a command run to its end (its own rusage, from wait4)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               preexec_fn=functools.partial(die_with_parent, os.getpid()))
+    _, status, usage = os.wait4(process.pid, 0)
+    if status:
+        raise UserError(f"{' '.join(command[:4])} ... failed: {process.stderr.read().decode()[-2000:]}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def walk_memory(lengths: list[int]) -> None:
+    """mode=walk: wall time and peak memory of `gan.generate mode=walk` (the seed MLP, 64 samples a
+    frame: 242 x 242 px) as the walk grows, for each format: frames are written as they are made,
+    so the peak should not grow with the walk."""
+    from gan.animations import encoder
+
+    formats = [".gif", ".webp"] + ([".mp4"] if encoder() else [])
+    with tempfile.TemporaryDirectory() as folder:
+        fit(config("seed", "cpu", "trainer.max_steps=3", "sample_every=0", "callbacks.progress_bar.refresh_rate=0",
+                   run_dir=f"{folder}/run"))
+        print(f"{'frames':>7} {'format':>7} {'seconds':>8} {'peak MiB':>9} {'file MiB':>9}")
+        for count in lengths:
+            for suffix in formats:
+                out = Path(folder) / f"walk{count}{suffix}"
+                seconds, peak = peak_memory([sys.executable, "-m", "gan.generate", f"ckpt={folder}/run", "mode=walk",
+                                             "seeds=[0,1]", f"frames={count - 1}", "loop=false", f"out={out}"], folder)
+                print(f"{count:7d} {suffix:>7} {seconds:8.1f} {peak:9.0f} {out.stat().st_size / 2**20:9.1f}")
 
 
 def train_py(overrides: list[str]) -> None:

@@ -44,6 +44,7 @@ from gan.metrics.protocols import DEFAULT, Protocol, parse
 from gan.metrics.stats_files import write_stats
 from gan.run.checkpoints.files import datamodule_of, load_generator, saved_step
 from gan.run.trackers import add_evaluation
+from gan.samples import check_truncation, truncated
 from gan.training import resolvers  # noqa: F401 (the config's own resolvers, for `stats`)
 
 
@@ -57,6 +58,7 @@ class Args:
     seed: int = 0  # the evaluation noise
     inception_weights: Optional[str] = None  # fid/clean_fid protocols: pytorch-fid's weights file | download | null: the caches
     ref: Optional[str] = None  # a .npz of reference statistics (mu, sigma) to score FID against instead of the data's
+    truncation: float = 1.0  # psi in (0, 1]: score samples of noise pulled toward its mean (1: as trained)
     memorisation: int = 1000  # samples checked for copies of training images (0: off)
     grid: Optional[str] = None  # the PNG of the closest sample/training pairs (null: <run folder>/evaluations/)
     ema: bool = True  # a run with gan.ema_decay: score the weight average (false: the trained generator)
@@ -84,6 +86,7 @@ def table(rows: dict[str, dict[str, float]]) -> str:
 
 def check(args: Args) -> Protocol:
     """What the scores need, said before the checkpoint is loaded."""
+    check_truncation(args.truncation)
     if args.k < 1:
         raise UserError(f"k={args.k}: precision and recall need at least 1 neighbour (k=3 is the usual choice).")
     if args.n is not None and args.n <= max(args.k, 1):
@@ -103,11 +106,15 @@ def evaluate(args: Args) -> dict:
     protocol = check(args)
     dirs = config_dirs(args.config_dir)
     generator, config, ckpt = load_generator(args.ckpt, args.best, args.ema, dirs)
+    generator = truncated(generator, args.truncation)
+    scored = protocol.name + ("" if args.truncation == 1 else f"_psi{args.truncation:g}")  # names what was scored
     datamodule = datamodule_of(config, args.data_root, dirs)
     datamodule.prepare_data()  # a missing dataset is named here
     evaluator = Evaluator(datamodule, protocol, k=args.k, seed=args.seed, inception_weights=args.inception_weights,
                           ref=args.ref, conditional=generator.num_classes is not None)
     result = evaluator(generator)
+    if args.truncation != 1:
+        result["truncation"] = args.truncation
     result["floor"] = evaluator.floor()
     accuracy = "" if evaluator.accuracy is None else f" (feature classifier: {100 * evaluator.accuracy:.2f}% test accuracy)"
     print(f"{ckpt}: {describe(evaluator)}{accuracy}")
@@ -116,10 +123,10 @@ def evaluate(args: Args) -> dict:
     print(table({"generated": result, "real floor": result["floor"]}))
     if args.memorisation:
         result["memorisation"] = check_copies(evaluator, generator, min(args.memorisation, protocol.n),
-                                              Path(args.grid) if args.grid else default_grid(ckpt, protocol.name))
+                                              Path(args.grid) if args.grid else default_grid(ckpt, scored))
     if args.track:
         pictures = [Path(result["memorisation"]["grid"])] if args.memorisation else []
-        if said := add_evaluation(ckpt, saved_step(Path(ckpt)), protocol.name, result, pictures):
+        if said := add_evaluation(ckpt, saved_step(Path(ckpt)), scored, result, pictures):
             print(said)
     return result
 

@@ -89,7 +89,7 @@ def checked(args: Args) -> tuple[Args, Path]:
                 setattr(args, key, default)
     args.n = DEFAULT_N[args.mode] if args.n is None else args.n
     if args.n < 1:
-        raise UserError(f"n={args.n}: at least 1.")
+        raise UserError(f"n={args.n}: how many samples (mode=classes: columns), 1 or more.")
     if args.scale is not None and args.scale < 1:
         raise UserError(f"scale={args.scale}: a whole number of times, 1 or more.")
     if args.seed < 0:
@@ -259,21 +259,21 @@ def row_name(names: list[str], c: int) -> str:
     return names[c] if names[c].split(" ")[0] == str(c) else f"{c}: {names[c]}"
 
 
-@torch.no_grad()
-def write_classes(trained: Trained, args: Args, out: Path) -> str:
+def class_rows(trained: Trained, args: Args) -> tuple[list[int], torch.Tensor]:
+    """The classes shown and their samples (classes x n x C x H x W): one noise, drawn as mode=grid
+    draws it, under each class's label, so a row is mode=grid label=<class> bit for bit."""
     generator = truncated(trained.generator, args.truncation)
     wanted = chosen_classes(trained, args.classes)
-    z = generator.draw_noise(args.n, torch.Generator().manual_seed(args.seed))
-    parameter = next(generator.parameters())
-    rows = []
-    for c in wanted:
-        images = generator(z.to(parameter.device, parameter.dtype), torch.full((args.n,), c, device=parameter.device))
-        rows.append(picture(images.float().cpu(), args.n))
+    return wanted, torch.stack([generate(generator, args.n, args.seed, c) for c in wanted])
+
+
+def write_classes(trained: Trained, args: Args, out: Path) -> str:
+    wanted, samples = class_rows(trained, args)
+    rows = [picture(row, args.n) for row in samples]
     scale = sheet_scale(args, rows[0].shape[1])
-    names = [row_name(trained.class_names, c) for c in wanted]
     psi = "" if args.truncation == 1 else f", truncation {args.truncation:g}"
-    image = sheet([enlarged(r, scale) for r in rows], names, f"one row per class, the same noise down each column "
-                  f"(seed {args.seed}{psi})")
+    image = sheet([enlarged(r, scale) for r in rows], [row_name(trained.class_names, c) for c in wanted],
+                  f"one row per class, the same noise down each column (seed {args.seed}{psi})")
     write_atomically(out, lambda f: image.save(f, format="png"))
     return f"{len(wanted)} classes x {args.n} samples"
 
@@ -283,10 +283,10 @@ def as_bytes(images: torch.Tensor) -> torch.Tensor:
     return ((images.clamp(-1, 1) + 1) / 2).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
-def write_nearest(trained: Trained, args: Args, out: Path) -> str:
-    """Each sample, then its k nearest training images in pixels (the PNG's 8-bit values: a planted
-    copy reads 0) and, for labelled data, in the feature classifier's features; distances under them."""
-    from gan.data import to_unit
+def neighbours(trained: Trained, args: Args) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """The samples (as the PNG's 8-bit pixels), the training images, and per space (pixels; features
+    of the feature classifier, for labelled data) each sample's k nearest training images'
+    distances and indices (n x k): the search the memorisation check makes (gan/metrics/memorisation.py)."""
     from gan.metrics.memorisation import nearest
 
     if "data" not in trained.config.values:
@@ -301,8 +301,17 @@ def write_nearest(trained: Trained, args: Args, out: Path) -> str:
         from gan.metrics.evaluator import Evaluator
 
         evaluator = Evaluator(datamodule)
-        spaces["features"] = nearest(evaluator.features(samples)["conv"], evaluator.split_features(train=True)["conv"],
-                                     k=args.k)
+        own, theirs = evaluator.features(samples)["conv"], evaluator.split_features(train=True)["conv"]
+        spaces["features"] = nearest(own, theirs, k=args.k)
+    return samples, train, {name: (d.reshape(args.n, -1), i.reshape(args.n, -1)) for name, (d, i) in spaces.items()}
+
+
+def write_nearest(trained: Trained, args: Args, out: Path) -> str:
+    """Each sample, then its k nearest training images in pixels (the PNG's 8-bit values: a planted
+    copy reads 0) and, for labelled data, in the feature classifier's features; distances under them."""
+    from gan.data import to_unit
+
+    samples, train, spaces = neighbours(trained, args)
     blank = torch.ones(1, *samples.shape[1:])  # white, between the sample and each space's neighbours
     cells = 1 + len(spaces) * (1 + args.k)
     scale = sheet_scale(args, cells * (samples.shape[-1] + 2))
@@ -311,12 +320,12 @@ def write_nearest(trained: Trained, args: Args, out: Path) -> str:
         row, words = [to_unit(samples[i:i + 1])], []
         for name, (distances, indices) in spaces.items():
             first = sum(len(part) for part in row) + 1
-            row += [blank, to_unit(train[indices[i].reshape(-1)])]
+            row += [blank, to_unit(train[indices[i]])]
             words += [(first + j, f"{name[0]} {d:.0f}" if name == "pixels" else f"{name[0]} {d:.3g}")
-                      for j, d in enumerate(distances[i].reshape(-1).tolist())]
+                      for j, d in enumerate(distances[i].tolist())]
         rows.append(enlarged(picture(torch.cat(row), cells, pad_value=1), scale))
         under.append([((2 + cell * (samples.shape[-1] + 2)) * scale, text) for cell, text in words])
-    note = "" if datamodule.labelled else " (unlabelled data: no feature classifier, pixels only)"
+    note = "" if "features" in spaces else " (unlabelled data: no feature classifier, pixels only)"
     caption = (f"each sample (left), its {args.k} nearest training images in {' and in '.join(spaces)} "
                f"(p: pixel distance, f: feature distance){note}")
     image = sheet(rows, [str(i) for i in range(args.n)], caption, under)

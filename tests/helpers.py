@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # CI sets GAN_DATA_DIR (../shared/data); elsewhere MNIST is downloaded into data/ on first use.
 DATA_ROOT = os.environ.get("GAN_DATA_DIR", str(ROOT / "data"))
+CONDITIONAL_CKPT = ROOT / "tests" / "fixtures" / "conditional_ema_f099e64.ckpt"  # an MLP cGAN with an EMA, written by the project
 PADDED_MNIST = ("data.pad=2", "data.image_shape=[1,32,32]")  # the residual models' smallest preset is 32 px
 # The residual models at CPU-test size: SNGAN's ResNet with the hinge loss; R3GAN with its loss, lazy penalties and EMA warm-up.
 SMALL_RESNET = ("model=resnet", *PADDED_MNIST, "model.width=4", "loss=hinge", "gan.d_update=joint")

@@ -60,9 +60,10 @@ def test_bad_evaluate_arguments(arg, expected, run_folder, monkeypatch, capsys):
 
 
 GENERATE = [
-    ("out=/proc/no/such/x.png", "out=/proc/no/such/x.png: cannot write there"),
-    ("out=grid.txt", "out must end in .png or .npy"),
-    ("n=0", "n=0: out must end in .png or .npy and n be at least 1"),
+    ("out=/proc/no/such/x.png", "out=/proc/no/such/x.png: the folder /proc/no/such does not exist"),
+    ("out=grid.txt", "out=grid.txt: mode=grid writes .png or .npy (got .txt)"),
+    ("n=0", "n=0: how many samples (mode=classes: columns), 1 or more"),
+    ("mode=classes", "holds an unconditional generator (model.conditional=false): it has no classes to show"),
     ("label=3", "label=3: this generator is not conditional"),
     ("n=abc", "could not be converted to Integer full_key: n"),
 ]
