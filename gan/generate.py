@@ -68,6 +68,7 @@ class Args:
     k: Optional[int] = None  # nearest: training images shown per space, pixels and features (null: 3)
     data_root: Optional[str] = None  # nearest: where the training images lie (null: as gan.evaluate finds them)
     scale: Optional[int] = None  # enlarge each image this many times, whole pixels (null: 1; sheets: to about 900 px)
+    device: str = "cpu"  # where G runs, a batch at a time: cpu | cuda | cuda:N (the same device gives the same pixels)
     best: bool = False  # with a run folder: its best-FID checkpoint instead of last.ckpt
     ema: bool = True  # a run with gan.ema_decay: the weight average (false: the trained generator)
     overwrite: bool = False  # replace `out` if it exists (false: refuse, so nothing already there is lost)
@@ -94,6 +95,10 @@ def checked(args: Args) -> tuple[Args, Path]:
         raise UserError(f"scale={args.scale}: a whole number of times, 1 or more.")
     if args.seed < 0:
         raise UserError(f"seed={args.seed}: a seed is 0 or more.")
+    if not (args.device == "cpu" or args.device.startswith("cuda")):
+        raise UserError(f"device={args.device}: cpu, cuda or cuda:N.")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={args.device}: this machine has no CUDA device torch can use; device=cpu runs anywhere.")
     check_truncation(args.truncation)
     if args.label is not None and args.mode not in ("grid", "walk"):
         raise UserError(f"label={args.label}: mode=grid and mode=walk draw one class; mode={args.mode} does not take it "
@@ -339,6 +344,7 @@ WRITERS = {"grid": write_grid, "walk": write_walk, "classes": write_classes, "ne
 def write(args: Args) -> Path:
     args, out = checked(args)
     trained = load_trained(args.ckpt, args.best, args.ema, config_dirs(args.config_dir))
+    trained.generator.to(args.device)
     if args.mode == "classes" and trained.generator.num_classes is None:
         raise UserError(f"mode=classes: {trained.path} holds an unconditional generator (model.conditional=false): "
                         f"it has no classes to show. mode=grid shows its samples.")

@@ -221,6 +221,9 @@ def test_the_help_names_every_mode_and_key():
     ({"truncation": 1.5}, "truncation=1.5: psi must lie in (0, 1]"),
     ({"mode": "sideways"}, "mode=sideways: the modes are grid, walk, classes, nearest"),
     ({"out": "/nonexistent/folder/x.png"}, "the folder /nonexistent/folder does not exist"),
+    ({"device": "tpu"}, "device=tpu: cpu, cuda or cuda:N."),
+    pytest.param({"device": "cuda"}, "device=cuda: this machine has no CUDA device torch can use",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
 ])
 def test_bad_arguments_are_one_paragraph_before_the_checkpoint_is_read(tmp_path, arguments, message):
     args = Args(ckpt=str(tmp_path / "missing.ckpt"), **{"out": str(tmp_path / "x.png"), **arguments})

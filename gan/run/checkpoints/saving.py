@@ -37,7 +37,8 @@ class WholeCheckpoints(TorchCheckpointIO):
 class CheckpointContents(pl.Callback):
     """Into every checkpoint: the run's config as written (for the record) and resolved (what a
     checkpoint alone rebuilds its generator from, gan.evaluate and gan.generate, without
-    resolving anything a file says: gan/config/untrusted.py). Out of one being resumed: this
+    resolving anything a file says: gan/config/untrusted.py), and the data's class names (what
+    a conditional generator's labels mean, for its class sheets and exports). Out of one being resumed: this
     run's optimizer hyper-parameters over the saved ones (what a resume may change: resume.py)."""
 
     def __init__(self, config: dict, resolved: dict):
@@ -49,8 +50,8 @@ class CheckpointContents(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         checkpoint["config"], checkpoint["resolved_config"] = self.config, self.resolved
-        names = getattr(trainer.datamodule, "class_names", None)
-        if names:  # what a conditional generator's labels mean, for gan.generate and gan.export
+        names = getattr(getattr(trainer, "datamodule", None), "class_names", None)
+        if names:
             checkpoint["class_names"] = list(names)
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
