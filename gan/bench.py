@@ -10,6 +10,7 @@
     python -m gan.bench mode=precision [models=...] [precisions=32-true,bf16-mixed] [rounds=R]  # it/s by trainer.precision
     python -m gan.bench mode=precision_fid [models=...] [precisions=...] [seeds=1,2,3] [iterations=N]  # FID by precision
     python -m gan.bench mode=walk [walk_frames=100,1000]  # gan.generate mode=walk's peak memory as walks grow, by format
+    python -m gan.bench mode=workers [iterations=N] [slots=3]  # a study with one 5x trial: batches against sweeper processes
 
 For each model (the seed MLP, the DCGAN recipe, SNGAN's ResNet, R3GAN) one runner fit cycles through blocks of
 iterations, in one process, so that a machine whose speed drifts (a shared VM) affects all
@@ -504,6 +505,7 @@ class Args:
     precisions: str = "32-true,bf16-mixed"  # mode=precision, precision_fid: the trainer.precision values, the first the baseline
     iterations: int = 0  # mode=precision_fid: iterations per run (0: each recipe's own trainer.max_steps)
     walk_frames: str = "100,1000"  # mode=walk: the walks' lengths in frames
+    slots: int = 3  # mode=workers: trials at a time, as n_jobs and as sweeper processes (at most the cores, to time fairly)
 
 
 def metrics_cost(args: Args, device: torch.device) -> None:
@@ -627,7 +629,7 @@ def duration(seconds: float) -> str:
 
 def bench(args: Args) -> None:
     modes = ("interleaved", "train", "writes", "augment", "data_efficiency", "equal_time", "metrics", "precision",
-             "precision_fid", "walk")
+             "precision_fid", "walk", "workers")
     if args.mode not in modes or args.device not in ("auto", "cpu", "cuda"):
         raise UserError(f"mode={args.mode} device={args.device}: mode is one of {', '.join(modes)}; device cpu, cuda "
                         f"or auto.")
@@ -643,6 +645,8 @@ def bench(args: Args) -> None:
         return writes(args.rounds)
     if args.mode == "walk":
         return walk_memory([int(n) for n in args.walk_frames.split(",")])
+    if args.mode == "workers":
+        return sweep_throughput(args.iterations or 300, slots=args.slots)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
@@ -734,6 +738,48 @@ def walk_memory(lengths: list[int]) -> None:
                 seconds, peak = peak_memory([sys.executable, "-m", "gan.generate", f"ckpt={folder}/run", "mode=walk",
                                              "seeds=[0,1]", f"frames={count - 1}", "loop=false", f"out={out}"], folder)
                 print(f"{count:7d} {suffix:>7} {seconds:8.1f} {peak:9.0f} {out.stat().st_size / 2**20:9.1f}")
+
+
+def sweep_throughput(iterations: int, slots: int = 3) -> None:
+    """mode=workers: one study of 3 x `slots` trials of the seed MLP, the first 5 times longer than
+    the others (5 x `iterations`), run by the batch sweeper (n_jobs=slots through joblib: each batch
+    waits for its slowest trial) and by `slots` sweeper processes on the study (each takes the next
+    trial as soon as it is free); with more slots than cores the trials slow each other down. Wall
+    times, each trial's own time, and two bounds: the sum of the batches' longest trials, and the
+    long trial or all the trials spread over the slots, whichever is longer."""
+    import optuna
+
+    long, short, trials = 5 * iterations, iterations, 3 * slots
+    base = ["hparams_search=optuna_quick", "hydra.sweeper.pruner=none", "eval_every=0", "optimized_metric=loss/g",
+            "trainer=cpu", "sample_every=0", "callbacks.progress_bar.refresh_rate=0",
+            "callbacks.checkpoint.every_n_train_steps=0", f"trainer.max_steps=choice({short},{long})",
+            f"hydra.sweeper.n_trials={trials}"]
+    modes = {f"batches of {slots} (n_jobs={slots}, joblib)": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={slots}",
+                                                  f"hydra.sweeper.n_jobs={slots}"],
+             f"{slots} sweeper processes (workers={slots})": [f"hydra.sweeper.workers={slots}"]}
+    print(f"{trials} trials of the seed MLP: the first {long} iterations, the others {short}; {slots} at a time")
+    for name, extra in modes.items():
+        with tempfile.TemporaryDirectory() as cwd:
+            storage = f"sqlite:///{cwd}/outputs/optuna/optuna_quick/optuna.db"
+            Path(cwd, "outputs/optuna/optuna_quick").mkdir(parents=True)
+            study = optuna.create_study(study_name="optuna_quick", storage=storage)
+            for i in range(trials):  # the long trial first: it lands in the first batch, as it would by chance
+                study.enqueue_trial({"trainer.max_steps": long if i == 0 else short})
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, str(CONF.parent / "train.py"), *base, *extra], cwd=cwd,
+                                  capture_output=True, text=True, preexec_fn=functools.partial(die_with_parent, os.getpid()))
+            wall = time.perf_counter() - start
+            if done.returncode:
+                raise UserError(f"the {name} sweep failed: {done.stderr[-3000:]}")
+            spans = {int(p.parent.name.split("_")[0]): read_status(p.parent)["ended"] - read_status(p.parent)["started"]
+                     for p in Path(cwd, "outputs/optuna/optuna_quick").glob("*/status.json")}
+            times = [spans[n] for n in sorted(spans)]  # by trial number: the order they were asked in
+            others = times[1:]
+            batches = sum(max(times[i:i + slots]) for i in range(0, len(times), slots))
+            spread = max(times[0], sum(times) / slots)
+            print(f"  {name}: {wall:.0f} s wall for {len(times)} trials; the long trial {times[0]:.0f} s, the others "
+                  f"{statistics.mean(others):.0f} ± {statistics.stdev(others):.0f} s; batches' slowest summed "
+                  f"{batches:.0f} s, the long trial or all over {slots} slots {spread:.0f} s")
 
 
 def train_py(overrides: list[str]) -> None:

@@ -31,6 +31,7 @@ import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c  # the checksum of event records
@@ -593,32 +594,57 @@ def draw_floor(ax, floor: tuple[str, dict[str, float]] | None, tag: str | None) 
     return True
 
 
-def stored_study(sweep: Path, defects: list[str]):
-    """The Optuna study an Optuna sweep stored beside its jobs (`optuna.db`), or None. A file that
-    cannot be read is a defect, and the report is made from the job folders alone."""
+def stored_study(sweep: Path, defects: list[str], storage: str | None = None):
+    """The Optuna study of an Optuna sweep, or None: in `storage` when given, else where the sweep's
+    multirun.yaml says it lives (a database server, a journal), else `optuna.db` beside its jobs.
+    A storage that cannot be read or reached is a defect, and the report is made from the job folders alone."""
+    url, name = storage, None
+    recorded = recorded_storage(sweep)
+    if url is None and recorded is not None:
+        url, name = recorded
     db = sweep / "optuna.db"
-    if not db.exists():
-        return None
-    skipped = "Optuna's views of the study are left out"
-    if db.stat().st_size == 0:  # opened, an empty file would be given Optuna's tables: the report would write into it
-        defects.append(f"{db}: could not be read (an empty file); {skipped}")
-        return None
+    if url is None or url == f"sqlite:///{db}":
+        if not db.exists():
+            return None
+        if db.stat().st_size == 0:  # opened, an empty file would be given Optuna's tables: the report would write into it
+            defects.append(f"{db}: could not be read (an empty file); Optuna's views of the study are left out")
+            return None
+        url = f"sqlite:///{db}"
     import optuna
 
+    from gan.sweeps.storages import open_storage
+    from gan.sweeps.storages import shown as shown_url
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{db}"
+    where = str(db) if url == f"sqlite:///{db}" else shown_url(url)
+    skipped = "Optuna's views of the study are left out"
     try:
-        names = study_names(sweep, defects) or optuna.study.get_all_study_names(storage)
-        study = optuna.load_study(study_name=names[0], storage=storage) if names else None
+        opened = open_storage(url)
+        names = study_names(sweep, defects) or ([name] if name else []) or optuna.study.get_all_study_names(opened)
+        study = optuna.load_study(study_name=names[0], storage=opened) if names else None
         if study is not None:
             _ = study.directions, study.trials  # read here, so that a damaged file fails here and not in a plot
     except Exception as exc:  # SQLAlchemy's and Optuna's errors for a damaged database share no base class
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        defects.append(f"{db}: could not be read ({type(exc).__name__}: {shown(first, 160)}); {skipped}")
+        defects.append(f"{where}: could not be read ({type(exc).__name__}: {shown(first, 160)}); {skipped}")
         return None
     if study is None:
-        defects.append(f"{db}: holds no study; {skipped}")
+        defects.append(f"{where}: holds no study; {skipped}")
     return study
+
+
+def recorded_storage(sweep: Path) -> tuple[str, str | None] | None:
+    """(storage, study name) of an Optuna sweep whose multirun.yaml names a storage other than its own
+    optuna.db (`hydra.sweeper.storage` as plain text: an interpolation is the default, beside the jobs)."""
+    path = sweep / "multirun.yaml"
+    try:
+        config = read_yaml(path) if path.exists() else None
+    except UserError:
+        return None
+    url, name = lookup(config, "hydra.sweeper.storage"), lookup(config, "hydra.sweeper.study_name")
+    if not isinstance(url, str) or "${" in url:
+        return None
+    return url, name if isinstance(name, str) else None
 
 
 def study_names(sweep: Path, defects: list[str]) -> list[str]:
@@ -670,11 +696,11 @@ def optuna_plots(study, out: Path) -> list[str]:
     return notes
 
 
-def report(sweep: str) -> Path:
+def report(sweep: str, storage: str | None = None) -> Path:
     folder = Path(sweep)
     jobs = find_jobs(folder)
     defects: list[str] = []  # of the sweep's own files; each job keeps its own
-    study = stored_study(folder, defects)
+    study = stored_study(folder, defects, storage)
     ways = [d.name.lower() for d in study.directions] if study is not None else directions(folder, defects)
     ranking = Ranking.of(jobs, ways[0] == "maximize")
     jobs = ranked(jobs, ranking)
@@ -750,10 +776,11 @@ def defect_notes(jobs: list[Job], defects: list[str], ranking: Ranking) -> list[
 @dataclass
 class Args:
     sweep: str = "???"  # the sweep's folder (outputs/multirun/<date>/<time>, outputs/optuna/<study>)
+    storage: Optional[str] = None  # the study's storage (a database URL, journal:///...); null: as the sweep recorded it
 
 
 def main() -> None:
-    out = run(lambda args: report(args.sweep), Args, __doc__)
+    out = run(lambda args: report(args.sweep, args.storage), Args, __doc__)
     print((out / "jobs.md").read_text())
     if (out / "seeds.md").exists():
         print((out / "seeds.md").read_text())

@@ -213,3 +213,50 @@ def random_inception_weights(path: Path, seed: int = 0) -> Path:
     state = {k: v * 6**0.5 if k.endswith("conv.weight") else v for k, v in net.state_dict().items()}
     torch.save(state, path)
     return path
+
+
+class PostgresServer:
+    """A PostgreSQL server (Debian's package, installed by .ci/run) on 127.0.0.1 at a free port,
+    with its own data folder in /tmp owned by the server's user (PostgreSQL refuses to run as root),
+    trust authentication for the user `gan`; `url` for SQLAlchemy; `stop()` ends it."""
+
+    def __init__(self):
+        import shutil
+        import tempfile
+        import time
+
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not found:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+        self.bin = found[-1].parent
+        self.folder = Path(tempfile.mkdtemp(prefix="gan-postgres-"))
+        self.as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_owner:
+            shutil.chown(self.folder, "postgres")
+        subprocess.run([*self.as_owner, str(self.bin / "initdb"), "-D", str(self.folder / "data"), "-A", "trust", "-U",
+                        "gan", "--no-sync"], check=True, capture_output=True)
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.process = subprocess.Popen([*self.as_owner, str(self.bin / "postgres"), "-D", str(self.folder / "data"),
+                                         "-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.folder), "-F"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.url = f"postgresql+psycopg2://gan@127.0.0.1:{self.port}/postgres"
+        deadline = time.monotonic() + 60
+        while subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                             capture_output=True).returncode != 0:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError("PostgreSQL did not start")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        import shutil
+        import signal
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the postmaster and its backends (runuser's session)
+            self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -5,9 +5,10 @@ four spinning threads on two cores, and both slow down several times over (docs/
 With `threads=auto` each run takes `cores // runs` threads, where `runs` is
 the number of runs of this project alive on the machine when it starts (each registers in a
 per-machine folder while it runs), and at least the parallel jobs of its own Hydra launcher
-(joblib's n_jobs). The count is fixed for the run's life: a run's numbers depend on its thread
-count (reductions split differently), so changing it mid-run would make them depend on what
-else ran. status.json records it; `threads=N` reproduces a run bit for bit.
+(joblib's n_jobs) or of its sweep's sweeper processes here (`hydra.sweeper.workers`). The count
+is fixed for the run's life: a run's numbers depend on its thread count (reductions split
+differently), so changing it mid-run would make them depend on what else ran. status.json
+records it; `threads=N` reproduces a run bit for bit.
 """
 
 from __future__ import annotations
@@ -52,11 +53,15 @@ def live_runs() -> int:
 
 
 def launcher_jobs() -> int:
-    """How many jobs the Hydra launcher runs at once (joblib's n_jobs; -1 is all cores)."""
+    """How many jobs run at once here: the Hydra launcher's (joblib's n_jobs; -1 is all cores), or
+    an Optuna sweep's sweeper processes on this machine (`hydra.sweeper.workers`), which start
+    their jobs a moment apart and would otherwise count each other too late."""
+    from gan.config.hydra_runtime import sweeper
+
     n_jobs = launcher().get("n_jobs")
-    if not n_jobs:
-        return 1
-    return n_jobs if n_jobs > 0 else max(1, cores() + 1 + n_jobs)
+    jobs = 1 if not n_jobs else n_jobs if n_jobs > 0 else max(1, cores() + 1 + n_jobs)
+    workers = sweeper().get("workers") or 0
+    return max(jobs, workers if isinstance(workers, int) else 0)
 
 
 def auto_threads() -> int:

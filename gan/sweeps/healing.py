@@ -7,7 +7,8 @@ gan/processes.py), and each job records its process in its status.json. A RUNNIN
 sweeper and job are both gone becomes what its status.json says the job finished as (the sweeper
 died between the job's end and its tell), or FAIL, with a `running` status.json rewritten as
 `interrupted`. Trials of processes on another machine are left alone: they cannot be asked from here.
-`retries` runs the params of a trial healed to FAIL again, as an enqueued trial.
+`retries` runs the params of a trial healed to FAIL again (Optuna's retry callback, as for a trial
+whose heartbeat stopped: gan/sweeps/heartbeats.py), from its folder's last checkpoint when it has one.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from gan.errors import UserError
 from gan.processes import identity, running
 from gan.run.folders import job_order
 from gan.run.status import DamagedStatus, read_status, write_status
+from gan.sweeps.heartbeats import retry_failed
 from gan.sweeps.studies import trial_attributes
 
 log = logging.getLogger(__name__)
 
 SWEEPER = "gan:sweeper"  # the system attribute that names the sweeper process of a trial
-RETRY_OF, RETRY = "retry_of", "retry"  # user attributes of a retried trial: the trial it repeats, its place in the chain
 TRIAL_OVERRIDE = "hydra.sweeper.trial="
 
 
@@ -131,16 +132,6 @@ def tell(study: optuna.Study, trial: FrozenTrial | optuna.Trial | int, values: l
             raise
 
 
-def retry(study: optuna.Study, trial: FrozenTrial, retries: int) -> bool:
-    """Enqueues `trial`'s params again when its chain of retries is shorter than `retries`;
-    study.ask() gives enqueued trials first, so it runs in this invocation."""
-    place = int(trial.user_attrs.get(RETRY, 0)) + 1
-    if place > retries:
-        return False
-    study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number, RETRY: place})
-    return True
-
-
 def heal_trial(study: optuna.Study, trial: FrozenTrial, folder: Path | None, retries: int) -> None:
     """One RUNNING trial: left as it is while a process of it may run, else told what became of it."""
     status = job_status(folder)
@@ -160,7 +151,7 @@ def heal_trial(study: optuna.Study, trial: FrozenTrial, folder: Path | None, ret
     tell(study, trial.number, values, state)
     if lost:
         interrupted(folder, status)
-    again = state == TrialState.FAIL and retry(study, trial, retries)
+    again = state == TrialState.FAIL and retries > 0 and retry_failed(study, trial.number, retries)
     log.warning("Trial %d was left RUNNING by processes now gone (%s): now %s%s; folder %s", trial.number, words, state.name,
                 ", retried" if again else "", folder or "none")
 

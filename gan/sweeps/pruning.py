@@ -3,7 +3,9 @@ its `optimized_metric` to its own trial, through the study's storage, every time
 logged; when the study's pruner (`hydra.sweeper.pruner`) says the trial is hopeless, training
 stops there as if it had reached its end: last.ckpt and the curves are kept, status.json says
 `pruned`, and the sweeper records the trial as PRUNED. Trials running on other machines (joblib,
-SLURM) reach the same storage, so the pruner compares each trial with all the others."""
+SLURM) reach the same storage, so the pruner compares each trial with all the others. Every job of
+the sweeper also records its folder on its trial and beats its heartbeat (`TrialLink`). A storage
+that stops answering costs the job nothing: it trains on, unpruned."""
 
 from __future__ import annotations
 
@@ -53,9 +55,20 @@ class PruneTrial(pl.Callback):
         if trainer.is_global_zero and self.trial is None:
             import optuna
 
+            from gan.sweeps.storages import open_storage
+
             storage, study_name = self.where
-            study = optuna.load_study(study_name=study_name, storage=storage, pruner=make_pruner(self.pruner))
-            self.trial = optuna.trial.Trial(study, self.trial_id)
+            try:
+                study = optuna.load_study(study_name=study_name, storage=open_storage(storage), pruner=make_pruner(self.pruner))
+                self.trial = optuna.trial.Trial(study, self.trial_id)
+            except Exception as exc:  # the storage is gone: the trial trains to its end, unpruned
+                self.unreachable(exc)
+
+    def unreachable(self, exc: Exception) -> None:
+        if self.trial is not False:
+            log.warning("The study's storage does not answer (%s: %s): this trial trains on without pruning.",
+                        type(exc).__name__, " ".join(str(exc).split())[:200])
+        self.trial = False
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         step = trainer.global_step
@@ -63,9 +76,12 @@ class PruneTrial(pl.Callback):
                 or step >= trainer.max_steps):  # a trial at its end has finished, whatever the pruner says
             return
         prune = None
-        if trainer.is_global_zero:
-            self.trial.report(float(trainer.callback_metrics[self.metric]), step)
-            prune = self.trial.should_prune()
+        if trainer.is_global_zero and self.trial:
+            try:
+                self.trial.report(float(trainer.callback_metrics[self.metric]), step)
+                prune = self.trial.should_prune()
+            except Exception as exc:
+                self.unreachable(exc)
         if trainer.strategy.broadcast(prune, src=0):  # every process stops at the same iteration
             value = float(trainer.callback_metrics[self.metric])
             pruner = self.pruner if isinstance(self.pruner, str) else "study's"
@@ -73,6 +89,50 @@ class PruneTrial(pl.Callback):
             self.stop = {"rule": "pruner", "reason": reason, "iteration": step}
             trainer.should_stop = True
             log.warning("Pruned at iteration %d: %s.", step, reason)
+
+
+class TrialLink(pl.Callback):
+    """A sweep's job and its Optuna trial: the job's folder as the trial's user attribute
+    run_folder from the start (a retry of a trial that dies resumes from it), and a heartbeat from
+    setup to teardown (gan/sweeps/heartbeats.py), so a job that runs elsewhere than its sweeper
+    (SLURM, joblib) is seen alive, and dead when its node is lost."""
+
+    def __init__(self, storage: str, trial_id: int, interval: float, run_dir: str):
+        self.storage, self.trial_id, self.interval, self.run_dir = storage, trial_id, interval, run_dir
+        self.heartbeat = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        from pathlib import Path
+
+        from gan.sweeps.heartbeats import beating
+        from gan.sweeps.storages import open_storage
+
+        if not trainer.is_global_zero or self.heartbeat is not None:
+            return
+        try:
+            storage = open_storage(self.storage)
+            storage.set_trial_user_attr(self.trial_id, "run_folder", str(Path(self.run_dir).resolve()))
+        except Exception as exc:  # the storage is gone: the job trains on, its folder keeps its result
+            log.warning("The study's storage does not answer (%s): this job's trial gets no heartbeat.", type(exc).__name__)
+            return
+        self.heartbeat = beating(storage, self.trial_id, self.interval)
+        self.heartbeat.__enter__()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.__exit__(None, None, None)
+            self.heartbeat = None
+
+
+def trial_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """A job of this project's Optuna sweeper: its link to its trial, and the pruning callback when
+    the sweep has a pruner; nothing for a single run or another sweeper's job."""
+    settings = sweeper()
+    if settings.get("trial") is None or not settings.get("storage"):
+        return []
+    link = TrialLink(settings.storage, settings.trial, settings.get("heartbeat_interval", 30), cfg.run_dir)
+    pruning = prune_trial_callback(cfg)
+    return [link] + ([pruning] if pruning else [])
 
 
 def prune_trial_callback(cfg: DictConfig) -> PruneTrial | None:

@@ -36,18 +36,65 @@ def readable_storage(storage: str | None) -> Iterator[None]:
 
 
 def stored_trials(storage: str, study_name: str) -> int:
-    """Trials the study holds so far; 0 when its SQLite file or the study does not exist yet."""
-    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
+    """Trials the study holds so far; 0 when its file or the study does not exist yet, or the
+    storage cannot be read (the sweeper says why in one paragraph when it opens it)."""
+    from gan.sweeps.storages import journal_path, open_storage
+
+    local = Path(storage.removeprefix("sqlite:///")) if storage.startswith("sqlite:///") else journal_path(storage)
+    if local is not None and not local.exists():
         return 0  # opening it would create it
     import optuna
-    from sqlalchemy.exc import DatabaseError
 
     try:
-        return len(optuna.load_study(study_name=study_name, storage=storage).trials)
+        return len(optuna.load_study(study_name=study_name, storage=open_storage(storage)).trials)
     except KeyError:  # no study of that name in this storage
         return 0
-    except DatabaseError:  # unreadable: the sweeper refuses it in one paragraph when it opens the study
+    except Exception:  # unreadable or unreachable: said by the sweeper before any trial runs
         return 0
+
+
+SPACE = "gan:search_space"  # the study's system attribute: the search space its first sweep searched
+
+
+def same_search_space(study, space: dict, storage: str | None) -> None:
+    """A study is searched over one space: the first sweep records it, and a sweep over another
+    space under the same study name is refused before any trial runs (its trials would not compare)."""
+    import json
+
+    from optuna.distributions import distribution_to_json
+
+    from gan.sweeps.storages import shown
+
+    ours = {key: json.loads(distribution_to_json(d)) for key, d in sorted(space.items())}
+    recorded = study._storage.get_study_system_attrs(study._study_id).get(SPACE)
+    if recorded is None:
+        study._storage.set_study_system_attr(study._study_id, SPACE, ours)
+        return
+    if recorded != ours:
+        differ = sorted(k for k in set(recorded) | set(ours) if recorded.get(k) != ours.get(k))
+        raise UserError(f"hydra.sweeper.study_name={study.study_name} in {shown(storage or 'memory')} was searched over "
+                        f"another space: {', '.join(differ)} differ ({'; '.join(described(k, recorded, ours) for k in differ)})."
+                        f" Give this sweep its own study_name, or the study's own space.")
+
+
+def described(key: str, recorded: dict, ours: dict) -> str:
+    def one(entry):
+        if entry is None:
+            return "absent"
+        attributes = entry.get("attributes", {})
+        return str(attributes.get("choices") or {k: v for k, v in attributes.items() if v is not None})
+
+    return f"{key}: stored {one(recorded.get(key))}, now {one(ours.get(key))}"
+
+
+def counted_trials(study) -> int:
+    """The trials that count toward a shared study's n_trials: all but the failed ones that a retry
+    stands in for (Optuna's retry callback's record)."""
+    from gan.sweeps.heartbeats import retried_from
+
+    trials = study.get_trials(deepcopy=False)
+    replaced = {retried_from(t) for t in trials}
+    return sum(1 for t in trials if t.number not in replaced)
 
 
 def study_seed(seed: int, study_name: str, storage: str | None) -> int:

@@ -26,7 +26,7 @@ from gan.run.hparams import log_run_config
 from gan.run.ranks import process_rank
 from gan.run.signals import StopOnSignal
 from gan.run.trackers import start as start_trackers
-from gan.sweeps.pruning import prune_trial_callback
+from gan.sweeps.pruning import trial_callbacks
 from gan.training.schema import validate
 from gan.training.sizing import check_before_building
 
@@ -141,8 +141,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     loggers = [instantiate(c) for c in cfg.logger.values()]
     # not optional: a signal's clean stop (gan/run/signals.py), the config in every checkpoint (gan/run/checkpoints/)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [StopOnSignal(), CheckpointContents.of(cfg)]
-    pruning = prune_trial_callback(cfg)  # a trial of an Optuna sweep with a pruner (after the metrics callback)
-    callbacks += [pruning] if pruning else []
+    callbacks += trial_callbacks(cfg)  # a trial of an Optuna sweep: its heartbeat, its pruner (after the metrics callback)
     # A checkpoint kept on a metric this data does not have (best_fid.ckpt without labels) would never be written.
     missing = set(metric_tags(cfg)) - set(tags)
     callbacks = [c for c in callbacks if getattr(c, "monitor", None) not in missing]

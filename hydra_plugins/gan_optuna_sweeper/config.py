@@ -14,12 +14,16 @@ class OptunaSweeperConf:
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler"})  # an optuna.samplers class
     pruner: Any = None  # median | successive_halving | hyperband | none, or a node with an optuna.pruners _target_
     direction: Any = "minimize"  # minimize | maximize, or a list of them (one per optimized_metric: multi-objective)
-    storage: Optional[str] = None  # an SQLAlchemy URL (sqlite:///..., postgresql://...); the study lives there
+    storage: Optional[str] = None  # sqlite:///<file> | a database server's SQLAlchemy URL | journal:///<file>
     study_name: Optional[str] = None  # the study in the storage; the same name continues it
-    n_trials: int = 20  # trials each invocation adds
-    n_jobs: int = 1  # trials asked for (and launched) at a time
+    n_trials: int = 20  # trials each invocation adds (workers >= 1: the trials the study holds when it is done)
+    n_jobs: int = 1  # trials asked for (and launched) at a time, as one batch (workers=0)
+    workers: int = 0  # 0: batches of n_jobs; N: N sweeper processes here, each asking, running and telling its own trials
+    helper: bool = False  # set on the processes workers=N starts beside the first: they run trials and start no others
+    heartbeat_interval: int = 30  # seconds between a running trial's heartbeats
+    heartbeat_grace: int = 120  # a RUNNING trial without a heartbeat for this long is dead: FAIL (or what its folder says)
     max_failure_rate: float = 1.0  # stop the sweep when a batch fails more often than this
-    retries: int = 0  # times a trial left RUNNING by a killed sweep is run again (among the n_trials) when the sweep restarts
+    retries: int = 0  # times a trial whose processes died (a killed sweep, a lost node) is run again, from its last checkpoint
     params: Optional[dict[str, str]] = None  # the search space, in Hydra's sweep syntax
     trial: Optional[int] = None  # set by the sweeper for each job: the Optuna trial id it reports to
 

@@ -25,6 +25,7 @@ from gan.processes import identity
 from gan.report import report
 from gan.run.names import job_number
 from gan.run.status import read_status, write_status
+from gan.sweeps.heartbeats import retried_from
 from tests.helpers import DATA_ROOT, ROOT, run_cli
 
 TINY = ("trainer=cpu", "trainer.max_steps=4", "trainer.log_every_n_steps=2", "sample_every=2", "eval_every=0",
@@ -95,7 +96,7 @@ def test_a_killed_sweeps_running_trial_is_failed_and_its_job_interrupted_when_th
     assert status["process"] == killed_process and status["started"] > 0  # the job's own record, kept
     assert read_status(job(sweep, 1))["status"] == "completed"
     assert "Trial 0 was left RUNNING" in result.stdout and "now FAIL" in result.stdout  # Hydra logs to stdout
-    assert "retry_of" not in trials[1].user_attrs  # no retries unless asked for
+    assert retried_from(trials[1]) is None  # no retries unless asked for
     notes = (report(str(sweep)) / "notes.txt").read_text()
     assert "2 trials, 1 complete, 1 fail." in notes  # not "1 running"
 
@@ -105,7 +106,7 @@ def test_with_retries_the_healed_trials_params_run_again_first(killed_sweep, tmp
     sweep, _ = continued(killed_sweep, tmp_path, "hydra.sweeper.retries=1")
     killed, again = load(sweep).trials
     assert killed.state == TrialState.FAIL and again.state == TrialState.COMPLETE
-    assert again.params == killed.params and (again.user_attrs["retry_of"], again.user_attrs["retry"]) == (0, 1)
+    assert again.params == killed.params and again.system_attrs["retry_history"] == [0] and retried_from(again) == 0
     assert killed.user_attrs["status"] == "interrupted" and killed.user_attrs["run_folder"] == str(job(sweep, 0))  # as healed
     assert read_status(job(sweep, 1))["status"] == "completed"
     overrides = OmegaConf.load(job(sweep, 1) / ".hydra" / "overrides.yaml")
@@ -168,7 +169,8 @@ def test_a_trial_without_a_job_folder_fails_and_a_retry_is_not_retried_beyond_re
     study._storage.set_trial_system_attr(retried._trial_id, "gan:sweeper", dead_process())
     heal(study, tmp_path, retries=1)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]  # the second failure is not enqueued
-    assert study.trials[1].user_attrs == {"retry_of": 0, "retry": 1, "run_folder": None, "status": "no status.json"}
+    assert study.trials[1].system_attrs["retry_history"] == [0] and study.trials[1].user_attrs == {
+        "run_folder": None, "status": "no status.json"}
 
 
 def test_a_damaged_status_json_is_a_failed_trial_not_a_crashed_sweep(tmp_path):
