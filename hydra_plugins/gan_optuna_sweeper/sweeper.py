@@ -1,13 +1,20 @@
 """Optuna's ask/tell loop as a Hydra sweeper.
 
-Each batch of `n_jobs` trials is asked from the study, launched as Hydra jobs (any launcher:
-basic, joblib, SLURM), and told back with the state the job's own status.json records:
-`completed` with the objective, `pruned` or `stopped` (early, by the health monitor) as PRUNED,
-`failed`/`diverged` (or no status) as FAIL; with user attributes saying where its folder is, how
-it ended and its final scores (`trial_attributes`). Each job gets `hydra.sweeper.trial=<id>`, so it can report its intermediate
-objective to its trial through the study's storage and be pruned there (gan/sweeps/pruning.py).
+Two ways to run a study. `workers=0`: each batch of `n_jobs` trials is asked from the study,
+launched as Hydra jobs (any launcher: basic, joblib, SLURM), and told back once all have ended.
+`workers=N`: this process and N-1 more (or any number started by hand or as a SLURM array, with
+workers=1) each ask, run and tell their own trials one at a time, taking the study's lock to
+count and ask (gan/sweeps/storages.py), until the study holds `n_trials`; a slot freed by a
+short or pruned trial takes the next one at once. Either way a trial is told with the state its
+job's own status.json records: `completed` with the objective, `pruned` or `stopped` (early, by
+the health monitor) as PRUNED, `failed`/`diverged` (or no status) as FAIL; with user attributes
+saying where its folder is, how it ended and its final scores (`trial_attributes`). Each job gets
+`hydra.sweeper.trial=<id>`, so it can report its intermediate objective to its trial through the
+study's storage and be pruned there (gan/sweeps/pruning.py).
 Each trial records the sweeper's process, so that a sweep started again after a kill resolves the
-trials its dead predecessor left RUNNING, and can retry them (`retries`, gan/sweeps/healing.py).
+trials its dead predecessor left RUNNING, and can retry them (`retries`, gan/sweeps/healing.py);
+and a heartbeat, so that any sweeper of the study fails and retries a trial whose processes died
+anywhere (gan/sweeps/heartbeats.py).
 """
 
 from __future__ import annotations
@@ -170,6 +177,7 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         from gan.sweeps.healing import heal
+        from gan.sweeps.heartbeats import fail_stale
         from gan.sweeps.storages import check, study_lock
         from gan.sweeps.studies import same_search_space
 
@@ -192,9 +200,13 @@ class OptunaSweeper(Sweeper):
                  shown_storage(self.storage), len(study.trials), type(self.sampler).__name__, type(self.pruner).__name__,
                  [str(d) for d in self.directions], f"; a worker of {self.n_trials} trials" if self.workers else "")
         with study_lock(self.storage, self.study_name):  # not while another sweeper is between an ask and its record
-            heal(study, self.sweep_dir, self.retries)
+            heal(study, self.sweep_dir, self.retries)  # dead processes of this machine, at once
+            fail_stale(study, self.heartbeat_grace, self.retries, self.sweep_dir)  # any machine's, by their heartbeats
         try:
-            self.work(study, space, fixed) if self.workers else self.batches(study, space, fixed)
+            if self.workers:
+                self.work(study, space, fixed)
+            else:
+                self.batches(study, space, fixed)
             self.save_results(study)
         except Exception as exc:
             if not self.untold and not storage_error(exc):
