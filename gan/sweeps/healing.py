@@ -115,12 +115,12 @@ def whereabouts(trial: FrozenTrial, status: dict[str, Any]) -> tuple[bool | None
     return (None if None in states else any(states)), words
 
 
-def interrupted(folder: Path, status: dict[str, Any]) -> None:
+def interrupted(folder: Path, status: dict[str, Any], found: str = "when the sweep started again") -> None:
     """status.json as the job would have left it had it seen its end: `interrupted`, with its old
     fields and the process it named (not this one)."""
     process = status.get("process")
     write_status(folder, **{**status, "status": "interrupted", "process": process,
-                            "error": f"its process ({named(process)}) is gone (found when the sweep started again)"})
+                            "error": f"its process ({named(process)}) is gone (found {found})"})
 
 
 def tell(study: optuna.Study, trial: FrozenTrial | optuna.Trial | int, values: list[float] | None, state: TrialState) -> None:

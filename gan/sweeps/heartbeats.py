@@ -6,9 +6,10 @@ system attribute `gan:heartbeat`, which every storage keeps (SQLite, a database 
 A sweeper that shares the study looks, before each trial it asks for, for RUNNING trials whose
 last heartbeat is older than `heartbeat_grace` seconds: their processes were killed, their node
 lost, their job preempted without a requeue. Such a trial becomes what its job's status.json says
-it finished as (the job ended, only its sweeper died), else FAIL, and a FAIL is retried (up to
-`retries` times) with Optuna's retry callback: the same parameters, as a WAITING trial
-the next `ask` takes, which resumes from the failed trial's last checkpoint when it has one.
+it finished as (the job ended, only its sweeper died), else FAIL (its status.json `interrupted`,
+as healing leaves a dead job's), and a FAIL is retried (up to `retries` times) with Optuna's
+retry callback: the same parameters, as a WAITING trial the next `ask` takes, which resumes from
+the failed trial's last checkpoint when it has one.
 A beat that cannot be written (the database went away) is warned about once; the trial goes on.
 """
 
@@ -71,7 +72,7 @@ def last_beat(trial: FrozenTrial) -> float | None:
 def fail_stale(study: optuna.Study, grace: float, retries: int, sweep_dir: Path | None = None) -> list[int]:
     """Resolve the RUNNING trials whose heartbeat stopped more than `grace` seconds ago (the module's
     docstring); their numbers. Trials that never beat (started by an older version) are left to healing."""
-    from gan.sweeps.healing import finished_as, job_folder, job_folders, job_status, tell
+    from gan.sweeps.healing import finished_as, interrupted, job_folder, job_folders, job_status, tell
     from gan.sweeps.studies import trial_attributes
 
     now, resolved = time.time(), []
@@ -84,13 +85,18 @@ def fail_stale(study: optuna.Study, grace: float, retries: int, sweep_dir: Path 
             folders = job_folders(sweep_dir) if sweep_dir is not None else {}
         folder = run_folder(trial) or job_folder(folders.get(trial._trial_id, []), trial)
         status = job_status(folder)
-        state, values = finished_as(status, len(study.directions)) or (TrialState.FAIL, None)
-        for key, value in trial_attributes(None if folder is None else str(folder), status).items():
+        outcome = finished_as(status, len(study.directions))
+        state, values = outcome or (TrialState.FAIL, None)
+        lost = outcome is None and folder is not None and status.get("status", "running") == "running"
+        recorded = {**status, "status": "interrupted"} if lost else status
+        for key, value in trial_attributes(None if folder is None else str(folder), recorded).items():
             study._storage.set_trial_user_attr(trial._trial_id, key, value)
         try:
             tell(study, trial.number, values, state)
         except (ValueError, RuntimeError):  # another sweeper resolved it first
             continue
+        if lost:  # its folder says how it ended, as the job would have had it seen its end
+            interrupted(folder, status, f"by its heartbeat, silent for {now - beaten:.0f} s")
         resolved.append(trial.number)
         retried = state == TrialState.FAIL and retries > 0 and retry_failed(study, trial.number, retries)
         log.warning("Trial %d: no heartbeat for %.0f s (its processes are gone): now %s%s; folder %s", trial.number,

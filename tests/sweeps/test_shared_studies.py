@@ -56,6 +56,10 @@ def test_a_dead_trials_heartbeat_fails_it_and_a_retry_takes_its_params_and_folde
     url = f"journal://{tmp_path / 'study.log'}"
     study = optuna.create_study(study_name="s", storage=storages.open_storage(url))
     dead, alive, done = (study.ask(SPACE) for _ in range(3))
+    lost = tmp_path / "1_x"
+    lost.mkdir()
+    write_status(lost, status="running", started=time.time())  # its job died mid-run
+    study._storage.set_trial_user_attr(dead._trial_id, "run_folder", str(lost))
     folder = tmp_path / "3_x"
     folder.mkdir()
     write_status(folder, status="completed", objective=0.25, ended=time.time())  # its job finished, its sweeper died
@@ -66,6 +70,8 @@ def test_a_dead_trials_heartbeat_fails_it_and_a_retry_takes_its_params_and_folde
     trials = study.get_trials()
     assert [t.state for t in trials[:3]] == [TrialState.FAIL, TrialState.RUNNING, TrialState.COMPLETE]
     assert trials[2].value == 0.25  # as its status.json says
+    assert json.loads((lost / "status.json").read_text())["status"] == "interrupted"  # no longer says running
+    assert trials[0].user_attrs["status"] == "interrupted" and trials[0].user_attrs["run_folder"] == str(lost)
     [retry] = study.get_trials(states=(TrialState.WAITING,))
     assert retry.params == trials[0].params and retried_from(retry) == dead.number
     assert counted_trials(study) == 3  # the retry stands in for the failed trial
@@ -196,6 +202,7 @@ def test_a_killed_sweepers_trial_fails_on_its_heartbeat_and_its_retry_resumes_fr
     assert states.count(TrialState.FAIL) == 1 and states.count(TrialState.COMPLETE) == 2 and len(states) == 3
     failed = next(t for t in study.trials if t.state == TrialState.FAIL)
     assert failed.user_attrs["run_folder"] == str(victim.resolve())
+    assert json.loads((victim / "status.json").read_text())["status"] == "interrupted"
     [retry] = [t for t in study.trials if retried_from(t) == failed.number]
     assert retry.state == TrialState.COMPLETE and retry.params == failed.params
     assert f"Trial {failed.number}: no heartbeat for" in out, out[-3000:]
