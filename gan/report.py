@@ -1,4 +1,5 @@
-"""Compare the jobs of a sweep: `python -m gan.report sweep=<sweep folder>`.
+"""Compare the jobs of a sweep: `python -m gan.report sweep=<sweep folder>` (or `sweep=<its study's
+storage URL>`, e.g. `postgresql://...` or `journal:///...`, whose trials name their folders).
 
 Writes into `<sweep folder>/report/`: `jobs.csv` and `jobs.md` (one row per job: status, how it
 ended early, the value it is ranked by in a column named for it, its swept overrides, final and
@@ -633,6 +634,38 @@ def stored_study(sweep: Path, defects: list[str], storage: str | None = None):
     return study
 
 
+def folder_of_study(url: str, name: str | None) -> Path:
+    """The sweep folder of the study `name` (or the storage's only study) in the storage `url`: the
+    folder its trials' jobs recorded (user attribute run_folder) as theirs lie in."""
+    import optuna
+
+    from gan.sweeps.storages import SQLITE, check, journal_path, open_storage
+    from gan.sweeps.storages import shown as shown_url
+
+    file = journal_path(url) or (Path(url.removeprefix(SQLITE)) if url.startswith(SQLITE) else None)
+    if file is not None and not file.is_file():
+        raise UserError(f"sweep={url}: {file} does not exist; give the storage the sweep used "
+                        f"(its multirun.yaml says hydra.sweeper.storage) or the sweep's folder.")
+    check(url, "sweep")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url)
+    names = optuna.study.get_all_study_names(storage)
+    if name is None and len(names) != 1:
+        raise UserError(f"sweep={shown_url(url)}: the storage holds {len(names)} studies"
+                        f"{' (' + ', '.join(sorted(names)) + ')' if names else ''}; name one with study=<name>.")
+    if (name or names[0]) not in names:
+        raise UserError(f"study={name}: no such study in {shown_url(url)}; it holds {', '.join(sorted(names)) or 'none'}.")
+    trials = optuna.load_study(study_name=name or names[0], storage=storage).trials
+    parents = {Path(t.user_attrs["run_folder"]).parent for t in trials if t.user_attrs.get("run_folder")}
+    seen = sorted(p for p in parents if p.is_dir())
+    if len(seen) != 1:
+        said = ", ".join(map(str, sorted(parents))) or "none recorded (no trial's job has started)"
+        raise UserError(f"sweep={shown_url(url)}: study {name or names[0]}'s job folders are not one folder on this "
+                        f"machine (recorded: {said}); run gan.report where they are, or give sweep=<folder> "
+                        f"storage=<url>.")
+    return seen[0]
+
+
 def recorded_storage(sweep: Path) -> tuple[str, str | None] | None:
     """(storage, study name) of an Optuna sweep whose multirun.yaml names a storage other than its own
     optuna.db (`hydra.sweeper.storage` as plain text: an interpolation is the default, beside the jobs)."""
@@ -696,7 +729,9 @@ def optuna_plots(study, out: Path) -> list[str]:
     return notes
 
 
-def report(sweep: str, storage: str | None = None) -> Path:
+def report(sweep: str, storage: str | None = None, study: str | None = None) -> Path:
+    if "://" in sweep:  # a study's storage instead of a folder: its trials name their folders
+        sweep, storage = str(folder_of_study(sweep, study)), sweep
     folder = Path(sweep)
     jobs = find_jobs(folder)
     defects: list[str] = []  # of the sweep's own files; each job keeps its own
@@ -775,12 +810,13 @@ def defect_notes(jobs: list[Job], defects: list[str], ranking: Ranking) -> list[
 
 @dataclass
 class Args:
-    sweep: str = "???"  # the sweep's folder (outputs/multirun/<date>/<time>, outputs/optuna/<study>)
+    sweep: str = "???"  # the sweep's folder (outputs/multirun/<date>/<time>, outputs/optuna/<study>), or its study's storage URL
     storage: Optional[str] = None  # the study's storage (a database URL, journal:///...); null: as the sweep recorded it
+    study: Optional[str] = None  # with sweep=<storage URL>: the study's name (null: the storage's only study)
 
 
 def main() -> None:
-    out = run(lambda args: report(args.sweep, args.storage), Args, __doc__)
+    out = run(lambda args: report(args.sweep, args.storage, args.study), Args, __doc__)
     print((out / "jobs.md").read_text())
     if (out / "seeds.md").exists():
         print((out / "seeds.md").read_text())

@@ -19,6 +19,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from gan.errors import UserError
+from gan.report import report as make_report
 from gan.run.status import write_status
 from gan.sweeps import storages
 from gan.sweeps.heartbeats import HEARTBEAT, fail_stale, retried_from
@@ -120,6 +121,25 @@ def test_an_unreachable_database_and_another_search_space_are_refused_before_any
     assert len(study.trials) == 1
 
 
+def test_a_report_from_a_storage_url_finds_its_folder_or_says_why_not(tmp_path):
+    url = f"journal://{tmp_path / 'studies.log'}"
+    with pytest.raises(UserError, match=r"studies.log does not exist; give the storage the sweep used"):
+        make_report(url)
+    storage = storages.open_storage(url)
+    for name in ("a", "b"):
+        optuna.create_study(study_name=name, storage=storage).ask()
+    with pytest.raises(UserError, match=r"the storage holds 2 studies \(a, b\); name one with study=<name>"):
+        make_report(url)
+    with pytest.raises(UserError, match=r"study=c: no such study in .*; it holds a, b"):
+        make_report(url, study="c")
+    with pytest.raises(UserError, match=r"study a's job folders are not one folder on this machine \(recorded: none"):
+        make_report(url, study="a")
+    [trial] = optuna.load_study(study_name="b", storage=storage).trials
+    storage.set_trial_user_attr(trial._trial_id, "run_folder", "/elsewhere/sweep/0_lr-1")
+    with pytest.raises(UserError, match=r"\(recorded: /elsewhere/sweep\); run gan.report where they are"):
+        make_report(url, study="b")
+
+
 def sweeper(cwd: Path, *overrides: str) -> subprocess.Popen:
     env = {**os.environ, "GAN_DATA_DIR": DATA_ROOT}
     return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=cwd, env=env, text=True,
@@ -161,6 +181,9 @@ def test_three_sweepers_on_postgresql_run_exactly_n_trials_between_them(tmp_path
     report = subprocess.run([sys.executable, "-m", "gan.report", f"sweep={tmp_path / 'outputs/optuna/pg12'}"], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0 and "Optuna study pg12: 12 trials, 12 complete" in report.stdout  # read from the server
+    by_url = subprocess.run([sys.executable, "-m", "gan.report", f"sweep={postgres.url}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)  # the study's URL instead of its folder
+    assert by_url.returncode == 0 and by_url.stdout == report.stdout
 
 
 @pytest.mark.slow
@@ -172,6 +195,10 @@ def test_workers_on_a_journal_share_one_study_and_the_grid_runs_each_point_once(
     sweep = tmp_path / "outputs" / "optuna" / "q"
     check_study(optuna.load_study(study_name="q", storage=storages.open_storage(journal)), sweep, 9)
     assert len(list(sweep.glob("worker_*.log"))) == 2
+    listed = subprocess.run([sys.executable, "-m", "gan.report", f"sweep={journal}"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)  # the journal's URL finds the sweep's folder
+    assert listed.returncode == 0 and f"Report written to {sweep.resolve()}/report/" in listed.stdout, listed.stderr
+    assert "Optuna study q: 9 trials, 9 complete" in listed.stdout
     conf = grid_search(tmp_path / "conf", {"loss": "choice(nonsaturating, hinge, minimax)", "model.latent_dim": "choice(8,16)"})
     grid = run_cli("--config-dir", conf, "hparams_search=grid", *TINY, "hydra.sweeper.workers=3", cwd=tmp_path)
     assert grid.returncode == 0, grid.stderr[-3000:]

@@ -129,17 +129,22 @@ def test_several_objectives_give_a_pareto_front_in_the_report(tmp_path):
     assert (out / "optuna_pareto_front.png").exists() and "Pareto front" in (out / "notes.txt").read_text()
 
 
-def test_optuna_dashboard_serves_the_study(tmp_path):
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_optuna_dashboard_serves_the_study(tmp_path, kind):
     import socket
     import time
     import urllib.request
 
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    optuna.create_study(study_name="seen", storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    from gan.sweeps.storages import open_storage
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}" if kind == "sqlite" else f"journal://{tmp_path / 'study.log'}"
+    study = optuna.create_study(study_name="seen", storage=open_storage(url))  # as the sweeper writes it
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), storage, "--port", str(port)],
+    where = [url] if kind == "sqlite" else [str(tmp_path / "study.log"), "--storage-class", "JournalFileStorage"]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), *where, "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
