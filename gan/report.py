@@ -595,14 +595,14 @@ def draw_floor(ax, floor: tuple[str, dict[str, float]] | None, tag: str | None) 
     return True
 
 
-def stored_study(sweep: Path, defects: list[str], storage: str | None = None):
-    """The Optuna study of an Optuna sweep, or None: in `storage` when given, else where the sweep's
-    multirun.yaml says it lives (a database server, a journal), else `optuna.db` beside its jobs.
+def stored_study(sweep: Path, defects: list[str], storage: str | None = None, name: str | None = None):
+    """The Optuna study of an Optuna sweep (named `name`, else as the sweep recorded it), or None: in
+    `storage` when given, else where the sweep's multirun.yaml says it lives (a database server, a
+    journal), else `optuna.db` beside its jobs.
     A storage that cannot be read or reached is a defect, and the report is made from the job folders alone."""
-    url, name = storage, None
-    recorded = recorded_storage(sweep)
+    url, recorded_name, recorded = storage, None, recorded_storage(sweep)
     if url is None and recorded is not None:
-        url, name = recorded
+        url, recorded_name = recorded
     db = sweep / "optuna.db"
     if url is None or url == f"sqlite:///{db}":
         if not db.exists():
@@ -621,7 +621,8 @@ def stored_study(sweep: Path, defects: list[str], storage: str | None = None):
     skipped = "Optuna's views of the study are left out"
     try:
         opened = open_storage(url)
-        names = study_names(sweep, defects) or ([name] if name else []) or optuna.study.get_all_study_names(opened)
+        names = ([name] if name else study_names(sweep, defects)) or ([recorded_name] if recorded_name else []) \
+            or optuna.study.get_all_study_names(opened)
         study = optuna.load_study(study_name=names[0], storage=opened) if names else None
         if study is not None:
             _ = study.directions, study.trials  # read here, so that a damaged file fails here and not in a plot
@@ -735,7 +736,7 @@ def report(sweep: str, storage: str | None = None, study: str | None = None) -> 
     folder = Path(sweep)
     jobs = find_jobs(folder)
     defects: list[str] = []  # of the sweep's own files; each job keeps its own
-    study = stored_study(folder, defects, storage)
+    study = stored_study(folder, defects, storage, study)
     ways = [d.name.lower() for d in study.directions] if study is not None else directions(folder, defects)
     ranking = Ranking.of(jobs, ways[0] == "maximize")
     jobs = ranked(jobs, ranking)

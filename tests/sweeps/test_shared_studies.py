@@ -138,6 +138,11 @@ def test_a_report_from_a_storage_url_finds_its_folder_or_says_why_not(tmp_path):
     storage.set_trial_user_attr(trial._trial_id, "run_folder", "/elsewhere/sweep/0_lr-1")
     with pytest.raises(UserError, match=r"\(recorded: /elsewhere/sweep\); run gan.report where they are"):
         make_report(url, study="b")
+    job = tmp_path / "sweep" / "0_k-a"
+    write_status(job, status="completed")
+    storage.set_trial_user_attr(trial._trial_id, "run_folder", str(job))
+    out = make_report(url, study="b")  # the named study of the two, found in the folder its trial named
+    assert out == tmp_path / "sweep" / "report" and "Optuna study b: 1 trials" in (out / "notes.txt").read_text()
 
 
 def sweeper(cwd: Path, *overrides: str) -> subprocess.Popen:
