@@ -813,7 +813,7 @@ def defect_notes(jobs: list[Job], defects: list[str], ranking: Ranking) -> list[
 class Args:
     sweep: str = "???"  # the sweep's folder (outputs/multirun/<date>/<time>, outputs/optuna/<study>), or its study's storage URL
     storage: Optional[str] = None  # the study's storage (a database URL, journal:///...); null: as the sweep recorded it
-    study: Optional[str] = None  # with sweep=<storage URL>: the study's name (null: the storage's only study)
+    study: Optional[str] = None  # the study's name (null: as the sweep recorded it, or the storage's only study)
 
 
 def main() -> None:
