@@ -640,10 +640,10 @@ def folder_of_study(url: str, name: str | None) -> Path:
     folder its trials' jobs recorded (user attribute run_folder) as theirs lie in."""
     import optuna
 
-    from gan.sweeps.storages import SQLITE, check, journal_path, open_storage
+    from gan.sweeps.storages import check, local_file, open_storage
     from gan.sweeps.storages import shown as shown_url
 
-    file = journal_path(url) or (Path(url.removeprefix(SQLITE)) if url.startswith(SQLITE) else None)
+    file = local_file(url)
     if file is not None and not file.is_file():
         raise UserError(f"sweep={url}: {file} does not exist; give the storage the sweep used "
                         f"(its multirun.yaml says hydra.sweeper.storage) or the sweep's folder.")

@@ -37,6 +37,16 @@ def journal_path(url: str) -> Path | None:
     return Path(url.removeprefix(JOURNAL)).expanduser() if url.startswith(JOURNAL) else None
 
 
+def local_file(url: str) -> Path | None:
+    """The file a SQLite or journal storage lives in; None for a database server."""
+    return Path(url.removeprefix(SQLITE)).expanduser() if url.startswith(SQLITE) else journal_path(url)
+
+
+def reason_of(exc: BaseException, limit: int) -> str:
+    """What a storage call's failure says, on one line: the driver's own message, not SQLAlchemy's wrapper."""
+    return " ".join(str(getattr(exc, "orig", exc) or exc).split())[:limit]
+
+
 def shown(url: str) -> str:
     """A storage URL as a message prints it: the password hidden."""
     if url.startswith(JOURNAL) or "@" not in url:
@@ -103,8 +113,7 @@ def check(url: str | None, key: str = "hydra.sweeper.storage") -> None:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        why = " ".join(str(getattr(exc, "orig", exc) or exc).split())[:240]
-        raise UserError(f"{key}={shown(url)}: the database does not answer ({why}). Start it, or check the host, "
+        raise UserError(f"{key}={shown(url)}: the database does not answer ({reason_of(exc, 240)}). Start it, or check the host, "
                         f"port, user and database in the URL; nothing has run.") from None
     finally:
         engine.dispose()
@@ -134,7 +143,7 @@ def study_lock(url: str | None, study_name: str) -> Iterator[None]:
     if url.startswith(SQLITE):
         from filelock import FileLock
 
-        with FileLock(f"{Path(url.removeprefix(SQLITE)).expanduser()}.{study_name}.lock"):
+        with FileLock(f"{local_file(url)}.{study_name}.lock"):
             yield
         return
     with server_lock(url, study_name):

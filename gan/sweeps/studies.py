@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from gan.errors import UserError
@@ -38,9 +37,9 @@ def readable_storage(storage: str | None) -> Iterator[None]:
 def stored_trials(storage: str, study_name: str) -> int:
     """Trials the study holds so far; 0 when its file or the study does not exist yet, or the
     storage cannot be read (the sweeper says why in one paragraph when it opens it)."""
-    from gan.sweeps.storages import journal_path, open_storage
+    from gan.sweeps.storages import local_file, open_storage
 
-    local = Path(storage.removeprefix("sqlite:///")) if storage.startswith("sqlite:///") else journal_path(storage)
+    local = local_file(storage)
     if local is not None and not local.exists():
         return 0  # opening it would create it
     import optuna

@@ -178,7 +178,7 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         from gan.sweeps.healing import heal
         from gan.sweeps.heartbeats import fail_stale
-        from gan.sweeps.storages import check, study_lock
+        from gan.sweeps.storages import check, reason_of, study_lock
         from gan.sweeps.studies import same_search_space
 
         space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
@@ -211,7 +211,7 @@ class OptunaSweeper(Sweeper):
         except Exception as exc:
             if not self.untold and not storage_error(exc):
                 raise
-            self.lost = f"{type(exc).__name__}: {' '.join(str(getattr(exc, 'orig', exc) or exc).split())[:200]}"
+            self.lost = f"{type(exc).__name__}: {reason_of(exc, 200)}"
         if self.untold or self.lost:
             untold = f" It did not take the end of {len(self.untold)} trials: {'; '.join(self.untold)}." if self.untold else ""
             why = self.lost or "when trials were told"
@@ -322,6 +322,7 @@ class OptunaSweeper(Sweeper):
         """The trial told as its job ended (its status.json), with its folder, end and scores as user
         attributes; a storage that does not take it is said, and the sweep goes on."""
         from gan.sweeps.healing import tell
+        from gan.sweeps.storages import reason_of
         from gan.sweeps.studies import trial_attributes
 
         state, values, what, status = job_state(ret)
@@ -331,7 +332,7 @@ class OptunaSweeper(Sweeper):
                 trial.set_user_attr(key, value)
             tell(study, trial, values, state)
         except Exception as exc:  # the database went away: the job's folder keeps its result
-            reason = " ".join(str(getattr(exc, "orig", exc) or exc).split())[:160]
+            reason = reason_of(exc, 160)
             self.untold.append(f"trial {trial.number} {state.name}{f' {values}' if values else ''} in {folder} "
                                f"({type(exc).__name__}: {reason})")
             log.error("Trial %d could not be told to the study (%s); its folder %s holds its result", trial.number,
